@@ -1,0 +1,1 @@
+"""Asynchronous user-provisioning worker: ARQ jobs applied to PostgreSQL."""

@@ -1,0 +1,81 @@
+"""Command line: `python -m worker enqueue FUNCTION --field value … [--wait]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from arq.jobs import Job
+
+from worker.client import DuplicateJob, ProvisioningClient
+from worker.errors import InvalidPayload
+from worker.payloads import PAYLOADS
+from worker.security import hash_password
+from worker.serialization import JobFailed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Provisioning worker tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    enqueue = commands.add_parser("enqueue", help="enqueue a job (see docs/jobs.md)")
+    functions = enqueue.add_subparsers(dest="function", required=True, metavar="FUNCTION")
+    for name, model in PAYLOADS.items():
+        sub = functions.add_parser(name, help=(model.__doc__ or "").strip().splitlines()[0])
+        for field, info in model.model_fields.items():
+            sub.add_argument(f"--{field.replace('_', '-')}", dest=field, required=info.is_required())
+        if "password_hash" in model.model_fields:
+            sub.add_argument(
+                "--ask-password",
+                action="store_true",
+                help="prompt for a password and send only its argon2id hash",
+            )
+        sub.add_argument("--job-id", help="job id (default: a random one); reusing a live id is refused")
+        sub.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait")
+    return parser
+
+
+async def _enqueue(options: argparse.Namespace) -> int:
+    model = PAYLOADS[options.function]
+    arguments: dict[str, Any] = {field: getattr(options, field) for field in model.model_fields}
+    if getattr(options, "ask_password", False):
+        if arguments.get("password_hash"):
+            print("error: give --password-hash or --ask-password, not both", file=sys.stderr)
+            return 2
+        arguments["password_hash"] = hash_password(getpass.getpass("Password: "))
+    async with ProvisioningClient.connect() as client:
+        try:
+            job = await client.enqueue(options.function, job_id=options.job_id, **arguments)
+        except (InvalidPayload, DuplicateJob) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"enqueued {options.function} as job {job.job_id} on {client.queue_name}")
+        if not options.wait:
+            return 0
+        return await _wait(job, options.timeout)
+
+
+async def _wait(job: Job, wait_seconds: float) -> int:
+    try:
+        result = await job.result(timeout=wait_seconds, poll_delay=0.1)
+    except TimeoutError:
+        print(f"error: no result after {wait_seconds:g}s: is a worker serving this queue?", file=sys.stderr)
+        return 1
+    except JobFailed as failure:
+        print(f"failed: {failure}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    options = _parser().parse_args(argv)
+    if options.command == "enqueue":
+        return asyncio.run(_enqueue(options))
+    raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

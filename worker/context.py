@@ -1,0 +1,28 @@
+"""What ARQ's `ctx` holds for our hooks and tasks."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from worker.db.session import SessionFactory
+from worker.settings import Settings
+
+
+class WorkerContext(TypedDict, total=False):
+    """`ctx` for the worker's lifetime: settings given at creation, the rest built in `startup`."""
+
+    settings: Settings
+    redis: ArqRedis
+    engine: AsyncEngine
+    session_factory: SessionFactory
+
+
+class JobContext(WorkerContext, total=False):
+    """`ctx` as a task sees it: the worker's, plus ARQ's per-job keys."""
+
+    job_id: str
+    job_try: int
+    score: int

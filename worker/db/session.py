@@ -1,0 +1,41 @@
+"""The async engine and session factory, built from settings when the worker starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from worker.settings import Settings
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Build the async engine; nothing connects until it is first used."""
+    return create_async_engine(
+        settings.database_url.get_secret_value(),
+        echo=settings.sql_echo,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_pre_ping=True,
+        # SQL parameters can hold password hashes: keep them out of logs and exception text.
+        hide_parameters=True,
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> SessionFactory:
+    """A session factory whose objects stay readable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def get_db_session(session_factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """Yield one session and close it afterwards; the caller owns commit or rollback."""
+    async with session_factory() as session:
+        yield session
+
+
+db_session = asynccontextmanager(get_db_session)
+"""`async with db_session(factory) as session:` — one session, always closed."""

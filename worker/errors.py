@@ -1,0 +1,15 @@
+"""Errors a job can end with; permanent ones are never retried."""
+
+from __future__ import annotations
+
+
+class PermanentJobError(Exception):
+    """The job cannot succeed as sent: fail it once, do not retry, write nothing."""
+
+
+class InvalidPayload(PermanentJobError):
+    """The job's arguments do not match the contract in docs/jobs.md."""
+
+
+class UserNotFound(PermanentJobError):
+    """The job needs a user that does not exist."""

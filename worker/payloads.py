@@ -1,0 +1,107 @@
+"""The job contract: one pydantic model per task's keyword arguments (see docs/jobs.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, ValidationError
+from pydantic_core import PydanticCustomError
+
+from worker.db.models import Role
+from worker.errors import InvalidPayload
+from worker.security import ARGON2ID_FORMAT, is_argon2id_hash
+
+RoleName = Literal["admin", "member", "viewer"]
+
+
+def _argon2id(value: str) -> str:
+    if not is_argon2id_hash(value):
+        # Never echo the value: it may be a password sent by mistake.
+        raise PydanticCustomError(
+            "argon2id_hash",
+            "must be an argon2id PHC string ({format}); plaintext passwords are refused, "
+            "hash with worker.security.hash_password()",
+            {"format": ARGON2ID_FORMAT},
+        )
+    return value
+
+
+Argon2idHash = Annotated[str, AfterValidator(_argon2id)]
+
+
+class Payload(BaseModel):
+    """Base for job arguments: strict types, no unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+
+
+class UserRef(Payload):
+    """Arguments naming one user by email (any letter case)."""
+
+    email: EmailStr
+
+
+class ProvisionUser(UserRef):
+    """Ensure an active user with this email and role (and password hash, when given) exists."""
+
+    role: RoleName
+    password_hash: Argon2idHash | None = None
+
+    @property
+    def role_enum(self) -> Role:
+        """The role as the model's enum."""
+        return Role(self.role)
+
+
+class SetUserRole(UserRef):
+    """Ensure an existing user has this role."""
+
+    role: RoleName
+
+    @property
+    def role_enum(self) -> Role:
+        """The role as the model's enum."""
+        return Role(self.role)
+
+
+class DeactivateUser(UserRef):
+    """Ensure no active user has this email."""
+
+
+class DeleteUser(UserRef):
+    """Ensure no user has this email."""
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    "provision_user": ProvisionUser,
+    "set_user_role": SetUserRole,
+    "deactivate_user": DeactivateUser,
+    "delete_user": DeleteUser,
+}
+"""Every job function's name and the model its keyword arguments must match."""
+
+PayloadT = TypeVar("PayloadT", bound=Payload)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`field: problem; …` without any input value (inputs may be secrets)."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in item["loc"]) or "payload"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def parse_payload(
+    model: type[PayloadT], function: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> PayloadT:
+    """Validate a job's arguments against `model`, or raise `InvalidPayload` naming every problem."""
+    if args:
+        raise InvalidPayload(
+            f'{function}: takes keyword arguments only (JSON field "k"), got {len(args)} positional'
+        )
+    try:
+        return model.model_validate(dict(kwargs))
+    except ValidationError as error:
+        raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None

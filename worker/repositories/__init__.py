@@ -1,0 +1,1 @@
+"""Data access: queries on the session they are given, never a commit."""

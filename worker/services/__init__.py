@@ -1,0 +1,1 @@
+"""Provisioning logic; each service call is one unit of work."""

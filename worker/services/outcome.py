@@ -1,0 +1,32 @@
+"""What a provisioning service reports back: the job's small JSON result."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from worker.db.models import User
+
+Status = Literal["created", "updated", "unchanged", "deleted", "absent"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserOutcome:
+    """The status of one user after a job, and the user's state (never the password hash)."""
+
+    status: Status
+    email: str
+    user_id: int | None = None
+    role: str | None = None
+    is_active: bool | None = None
+
+    @classmethod
+    def of(cls, status: Status, user: User) -> UserOutcome:
+        """The outcome for `user` as it now stands."""
+        return cls(
+            status=status, email=user.email, user_id=user.id, role=user.role.value, is_active=user.is_active
+        )
+
+    def as_result(self) -> dict[str, object]:
+        """The JSON-ready job result."""
+        return {field: value for field, value in asdict(self).items() if value is not None}

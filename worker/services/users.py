@@ -1,0 +1,82 @@
+"""Declarative, idempotent user provisioning: each call states the end state it ensures."""
+
+from __future__ import annotations
+
+from worker.db.models import User
+from worker.errors import UserNotFound
+from worker.payloads import DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
+from worker.repositories.user import UserChanges
+from worker.services.outcome import UserOutcome
+from worker.services.unit_of_work import UnitOfWork
+
+
+class ConcurrentDelete(Exception):
+    """The user vanished between our insert attempt and our re-read; running the job again resolves it."""
+
+
+async def provision_user(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome:
+    """Ensure an active user with this email and role exists (and this password hash, when given)."""
+    async with uow:
+        user = await uow.users.get_user_by_email(command.email, for_update=True)
+        if user is None:
+            created = await uow.users.create_user_if_absent(
+                email=command.email, role=command.role_enum, hashed_password=command.password_hash
+            )
+            if created is not None:
+                await uow.commit()
+                return UserOutcome.of("created", created)
+            # Another transaction inserted this email first: fall through and converge on its row.
+            user = await uow.users.get_user_by_email(command.email, for_update=True)
+            if user is None:
+                raise ConcurrentDelete(f"user {command.email} was deleted while being provisioned")
+
+        changes: UserChanges = {}
+        if user.role != command.role_enum:
+            changes["role"] = command.role_enum
+        if command.password_hash is not None and user.hashed_password != command.password_hash:
+            changes["hashed_password"] = command.password_hash
+        if not user.is_active:
+            changes["is_active"] = True
+        return await _apply(uow, user, changes)
+
+
+async def set_user_role(uow: UnitOfWork, command: SetUserRole) -> UserOutcome:
+    """Ensure the existing user with this email has this role."""
+    async with uow:
+        user = await uow.users.get_user_by_email(command.email, for_update=True)
+        if user is None:
+            raise UserNotFound(f"set_user_role: no user with email {command.email}: provision it first")
+        changes: UserChanges = {"role": command.role_enum} if user.role != command.role_enum else {}
+        return await _apply(uow, user, changes)
+
+
+async def deactivate_user(uow: UnitOfWork, command: DeactivateUser) -> UserOutcome:
+    """Ensure no active user has this email; an absent user already satisfies that."""
+    async with uow:
+        user = await uow.users.get_user_by_email(command.email, for_update=True)
+        if user is None:
+            return UserOutcome(status="absent", email=command.email)
+        changes: UserChanges = {"is_active": False} if user.is_active else {}
+        return await _apply(uow, user, changes)
+
+
+async def delete_user(uow: UnitOfWork, command: DeleteUser) -> UserOutcome:
+    """Ensure no user has this email; deleting an absent user succeeds and says `absent`."""
+    async with uow:
+        user = await uow.users.get_user_by_email(command.email, for_update=True)
+        if user is None:
+            return UserOutcome(status="absent", email=command.email)
+        outcome = UserOutcome(status="deleted", email=user.email, user_id=user.id)
+        await uow.users.delete_user(user)
+        await uow.commit()
+        return outcome
+
+
+async def _apply(uow: UnitOfWork, user: User, changes: UserChanges) -> UserOutcome:
+    """Write `changes` (if any) and commit; `unchanged` when there was nothing to write."""
+    if not changes:
+        await uow.commit()
+        return UserOutcome.of("unchanged", user)
+    await uow.users.update_user(user, **changes)
+    await uow.commit()
+    return UserOutcome.of("updated", user)
