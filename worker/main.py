@@ -60,6 +60,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "job_timeout": settings.job_timeout,
         "max_tries": settings.max_tries,
         "keep_result": settings.keep_result,
+        "health_check_interval": settings.health_check_interval,
         "on_startup": startup,
         "on_shutdown": shutdown,
         "job_serializer": serialize,

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     job_timeout: PositiveInt = 60
     max_tries: PositiveInt = 5
     keep_result: Annotated[int, Field(ge=0)] = 3600
+    health_check_interval: PositiveInt = 30
 
     @field_validator("database_url")
     @classmethod
