@@ -157,4 +157,3 @@ async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
         if keys:
             await pool.delete(*keys)
         await pool.aclose(close_connection_pool=True)
-

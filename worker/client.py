@@ -77,4 +77,3 @@ class ProvisioningClient:
     def job(self, job_id: str) -> Job:
         """A handle on an existing job, for its status or result."""
         return Job(job_id, self.redis, _queue_name=self.queue_name, _deserializer=deserialize)
-

@@ -50,7 +50,14 @@ def serialize(data: dict[str, Any]) -> bytes:
 
 def deserialize(raw: bytes) -> dict[str, Any]:
     """Decode a job or a result; a failed result's error becomes a `JobFailed` exception."""
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except ValueError as decode_error:  # JSONDecodeError and UnicodeDecodeError alike
+        where = getattr(decode_error, "pos", getattr(decode_error, "start", "?"))
+        raise ValueError(
+            f"not JSON ({type(decode_error).__name__} at byte {where}): "
+            "jobs must be JSON objects as docs/jobs.md describes; pickle is refused"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     if "f" in data and "s" not in data:

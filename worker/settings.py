@@ -28,7 +28,10 @@ def mask_url(url: str) -> str:
 class Settings(BaseSettings):
     """Worker settings; URLs are secrets and print masked."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a bad DATABASE_URL must not put its password into the error text.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)

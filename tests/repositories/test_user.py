@@ -30,7 +30,9 @@ async def test_get_user_by_email_ignores_letter_case_and_returns_every_field(
     users: UserRepository, db_session: AsyncSession
 ) -> None:
     password_hash = hash_password("correct horse")
-    created = await users.create_user(email="Grace@Example.com", role=Role.MEMBER, hashed_password=password_hash)
+    created = await users.create_user(
+        email="Grace@Example.com", role=Role.MEMBER, hashed_password=password_hash
+    )
     db_session.expunge_all()  # read back from the database, not the identity map
 
     for spelling in ("grace@example.com", "GRACE@EXAMPLE.COM", "Grace@Example.com"):
@@ -62,7 +64,9 @@ async def test_update_user_persists_changes_and_bumps_updated_at(
     user = await users.create_user(email="up@example.com", role=Role.VIEWER)
     # now() is the transaction's start time: move created_at back so the bump is visible.
     await db_session.execute(
-        text("UPDATE users SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'")
+        text(
+            "UPDATE users SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'"
+        )
     )
 
     await users.update_user(user, role=Role.ADMIN, is_active=False, hashed_password=None)

@@ -24,7 +24,9 @@ async def ensure_database(url: str, *, maintenance_db: str = "postgres") -> bool
     )
     try:
         async with admin.connect() as conn:
-            exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
             if exists:
                 return False
             quoted = conn.dialect.identifier_preparer.quote_identifier(name)

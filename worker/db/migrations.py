@@ -23,6 +23,7 @@ def alembic_config(url: str | None = None) -> Config:
     """An Alembic `Config` for this project; `url` overrides `DATABASE_URL` for env.py."""
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.attributes["configure_logger"] = False  # leave the caller's logging alone
     if url is not None:
         config.attributes["url"] = url
     return config

@@ -1,0 +1,89 @@
+"""Settings: defaults, environment, and URLs that never print their password."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from worker.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, mask_url
+
+
+def _settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SQL_ECHO",
+        "MAX_JOBS",
+        "QUEUE_NAME",
+        "JOB_TIMEOUT",
+        "MAX_TRIES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = _settings()
+    assert settings.database_url.get_secret_value() == DEFAULT_DATABASE_URL
+    assert settings.redis_url.get_secret_value() == DEFAULT_REDIS_URL
+    assert settings.sql_echo is False
+    assert (settings.max_jobs, settings.job_timeout, settings.max_tries) == (10, 60, 5)
+
+
+def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app:pw@db:5432/prov")
+    monkeypatch.setenv("REDIS_URL", "redis://:redispw@cache:6380/2")
+    monkeypatch.setenv("SQL_ECHO", "true")
+    monkeypatch.setenv("MAX_JOBS", "25")
+    monkeypatch.setenv("QUEUE_NAME", "hr:queue")
+    settings = _settings()
+    assert settings.sql_echo is True
+    assert (settings.max_jobs, settings.queue_name) == (25, "hr:queue")
+    redis = settings.redis_settings
+    assert (redis.host, redis.port, redis.database, redis.password) == ("cache", 6380, 2, "redispw")
+
+
+def test_read_from_a_dotenv_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MAX_TRIES", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("MAX_TRIES=9\n")
+    assert Settings(_env_file=env_file).max_tries == 9  # type: ignore[call-arg]
+
+
+def test_secrets_are_masked_everywhere_they_print() -> None:
+    settings = _settings(
+        database_url="postgresql+asyncpg://app:db-secret@db/prov", redis_url="redis://:redis-secret@r/0"
+    )
+    for text in (str(settings), repr(settings), settings.database_url_masked, settings.redis_url_masked):
+        assert "db-secret" not in text
+        assert "redis-secret" not in text
+    assert settings.database_url_masked == "postgresql+asyncpg://app:***@db/prov"
+    assert settings.redis_url_masked == "redis://:***@r/0"
+
+
+def test_a_plain_postgresql_url_gets_the_async_driver() -> None:
+    settings = _settings(database_url="postgresql://app:pw@db/prov")
+    assert settings.database_url.get_secret_value() == "postgresql+asyncpg://app:pw@db/prov"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "database_url",
+            "mysql://u:hush-pw@y/z",
+            r"DATABASE_URL uses driver 'mysql': use postgresql\+asyncpg://",
+        ),
+        ("redis_url", "http://:hush-pw@cache", "REDIS_URL uses scheme 'http'"),
+        ("max_jobs", 0, "greater than 0"),
+    ],
+)
+def test_bad_values_are_refused_clearly(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as error:
+        _settings(**{field: value})
+    assert "hush-pw" not in str(error.value)
+
+
+def test_mask_url_never_returns_a_password() -> None:
+    assert mask_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
+    assert mask_url("not a url :// pw") == "<unparseable URL>"
