@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from alembic import command
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from worker.client import connect_redis
 from worker.db.migrations import alembic_config
 from worker.db.session import SessionFactory, create_engine, create_session_factory
-from worker.serialization import deserialize, serialize
 from worker.settings import Settings
 
 # Where tests may create databases, and which Redis db index they use (not the developer's 0).
@@ -35,25 +35,24 @@ def new_id(kind: str = "job") -> str:
     return f"t{RUN_ID}-{kind}-{uuid.uuid4().hex[:12]}"
 
 
-async def create_database(name: str) -> str:
-    """Create an empty database and return its URL."""
+async def _admin(statement: str) -> None:
     admin = create_async_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await conn.execute(text(statement))
     finally:
         await admin.dispose()
+
+
+async def create_database(name: str) -> str:
+    """Create an empty database and return its URL."""
+    await _admin(f'CREATE DATABASE "{name}"')
     return make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_database(name: str) -> None:
     """Drop a database this run created, disconnecting anything still attached."""
-    admin = create_async_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def migrate(url: str, revision: str = "head") -> None:
@@ -144,12 +143,7 @@ async def committing_sessions(engine: AsyncEngine) -> AsyncIterator[SessionFacto
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
     """An ARQ Redis pool on the test db index; deletes every key this run created, and only those."""
-    pool = await create_pool(
-        settings.redis_settings,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=settings.queue_name,
-    )
+    pool = await connect_redis(settings)
     try:
         yield pool
     finally:

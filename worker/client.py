@@ -15,6 +15,16 @@ from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
 
 
+async def connect_redis(settings: Settings) -> ArqRedis:
+    """An ARQ Redis pool speaking the worker's JSON, defaulting to its queue."""
+    return await create_pool(
+        settings.redis_settings,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.queue_name,
+    )
+
+
 class DuplicateJob(Exception):
     """A job with this id is queued, running, or has a stored result already."""
 
@@ -31,12 +41,7 @@ class ProvisioningClient:
     async def connect(cls, settings: Settings | None = None) -> AsyncIterator[Self]:
         """A client on its own Redis pool, closed on exit."""
         settings = settings or get_settings()
-        redis = await create_pool(
-            settings.redis_settings,
-            job_serializer=serialize,
-            job_deserializer=deserialize,
-            default_queue_name=settings.queue_name,
-        )
+        redis = await connect_redis(settings)
         try:
             yield cls(redis, queue_name=settings.queue_name)
         finally:
