@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import TEST_REDIS_URL, make_settings, migrate
+from tests.conftest import make_settings, migrate
+from tests.processes import worker_env
+from tests.tcp_proxy import TcpProxy
 from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
 from worker.main import StartupError, WorkerSettings, shutdown, startup
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAD = ", ".join(sorted(head_revisions()))
 
 
-async def _start(database_url: str) -> WorkerContext:
-    ctx: WorkerContext = {"settings": make_settings(database_url)}
+async def _start(database_url: str, **overrides: object) -> WorkerContext:
+    ctx: WorkerContext = {"settings": make_settings(database_url, **{"startup_db_wait": 0, **overrides})}
     try:
         await startup(ctx)
     finally:
@@ -79,13 +80,8 @@ async def test_startup_refuses_an_unreachable_database_without_showing_the_passw
     assert "\n" not in message
 
 
-def _arq_worker(database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": TEST_REDIS_URL,
-        "QUEUE_NAME": make_settings(database_url).queue_name,
-    }
+def _arq_worker(database_url: str, **extra: object) -> subprocess.CompletedProcess[str]:
+    env = worker_env(make_settings(database_url), **extra)
     return subprocess.run(
         [sys.executable, "-m", "arq", "worker.main.WorkerSettings"],
         cwd=ROOT,
@@ -107,8 +103,11 @@ def test_the_arq_process_exits_non_zero_with_one_line_naming_the_fix(empty_datab
 
 
 def test_the_arq_process_exits_non_zero_when_the_database_is_unreachable() -> None:
-    finished = _arq_worker("postgresql+asyncpg://postgres:pw-not-shown@127.0.0.1:1/provisioning")
+    finished = _arq_worker(
+        "postgresql+asyncpg://postgres:pw-not-shown@127.0.0.1:1/provisioning", startup_db_wait=1
+    )
     assert finished.returncode == 1
+    assert "is not reachable yet (ConnectionRefusedError); retrying" in finished.stderr  # it waited first
     last = finished.stderr.strip().splitlines()[-1]
     assert last.startswith("cannot reach PostgreSQL at postgresql+asyncpg://postgres:***@127.0.0.1:1/")
     assert "pw-not-shown" not in finished.stderr + finished.stdout
@@ -123,3 +122,28 @@ def test_worker_settings_wire_json_and_the_hooks() -> None:
     assert WorkerSettings.on_startup is startup  # type: ignore[attr-defined]
     assert WorkerSettings.on_shutdown is shutdown  # type: ignore[attr-defined]
     assert [f.__name__ for f in WorkerSettings.functions] == [t.__name__ for t in TASKS]  # type: ignore[attr-defined]
+
+
+async def test_startup_waits_for_a_database_that_comes_up(database_url: str) -> None:
+    """A release step and a database often start together: startup retries a refused connection."""
+    proxy = TcpProxy(make_url(database_url).port or 5432)
+    proxied = make_url(database_url).set(port=proxy.port).render_as_string(hide_password=False)
+    ctx: WorkerContext = {"settings": make_settings(proxied, startup_db_wait=20)}
+    opener = asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(proxy.start()))
+    started = asyncio.get_running_loop().time()
+    try:
+        await startup(ctx)
+        assert asyncio.get_running_loop().time() - started >= 1.0  # it was refused at first, and waited
+        assert "session_factory" in ctx
+    finally:
+        opener.cancel()
+        await shutdown(ctx)
+        await proxy.stop()
+
+
+async def test_startup_names_the_fix_for_a_missing_database(database_url: str) -> None:
+    missing = make_url(database_url).set(database="no_such_db_here").render_as_string(hide_password=False)
+    with pytest.raises(StartupError) as refused:
+        await _start(missing, startup_db_wait=20)  # not retried: waiting would not create it
+    assert str(refused.value).startswith("database 'no_such_db_here' does not exist at ")
+    assert str(refused.value).endswith("run `make db-create` (or fix DATABASE_URL)")

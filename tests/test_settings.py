@@ -27,7 +27,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_url.get_secret_value() == DEFAULT_DATABASE_URL
     assert settings.redis_url.get_secret_value() == DEFAULT_REDIS_URL
     assert settings.sql_echo is False
-    assert (settings.max_jobs, settings.job_timeout, settings.max_tries) == (10, 60, 5)
+    assert (settings.max_jobs, settings.job_timeout, settings.max_tries) == (10, 10, 10)
 
 
 def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,3 +13,13 @@ class InvalidPayload(PermanentJobError):
 
 class UserNotFound(PermanentJobError):
     """The job needs a user that does not exist."""
+
+
+class GaveUp(Exception):
+    """A transient failure outlasted every try the job had (`MAX_TRIES`)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (SQLAlchemy appends SQL and links below it)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no detail"

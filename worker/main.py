@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.context import WorkerContext
-from worker.db.migrations import schema_state
+from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
+from worker.errors import first_line
+from worker.hooks import JobHook, contained
+from worker.retries import is_transient
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
 from worker.tasks import TASKS
 
 logger = logging.getLogger(__name__)
+
+UNDEFINED_DATABASE = "3D000"  # SQLSTATE invalid_catalog_name
 
 
 class StartupError(SystemExit):
@@ -26,17 +33,45 @@ async def startup(ctx: WorkerContext) -> None:
     settings = ctx["settings"]
     engine = create_engine(settings)
     ctx["engine"] = engine  # stored first, so that shutdown disposes it even if a check fails
-    try:
-        state = await schema_state(engine)
-    except (OSError, SQLAlchemyError) as error:
-        raise StartupError(
-            f"cannot reach PostgreSQL at {settings.database_url_masked} "
-            f"({type(error).__name__}: {_first_line(error)}): start it, or fix DATABASE_URL"
-        ) from None
+    state = await _wait_for_database(engine, settings)
     if not state.at_head:
         raise StartupError(state.describe())
     ctx["session_factory"] = create_session_factory(engine)
-    logger.info("database %s %s", settings.database_url_masked, state.describe())
+    logger.info("database %s: %s", settings.database_url_masked, state.describe())
+
+
+async def _wait_for_database(engine: AsyncEngine, settings: Settings) -> SchemaState:
+    """Read the schema state, retrying an unreachable database for up to `startup_db_wait` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_db_wait
+    delay = 0.25
+    while True:
+        try:
+            return await schema_state(engine)
+        except (OSError, SQLAlchemyError) as error:
+            if _sqlstate(error) == UNDEFINED_DATABASE:
+                raise StartupError(
+                    f"database {engine.url.database!r} does not exist at {settings.database_url_masked}: "
+                    "run `make db-create` (or fix DATABASE_URL)"
+                ) from None
+            if not is_transient(error) or loop.time() + delay > deadline:
+                raise StartupError(
+                    f"cannot reach PostgreSQL at {settings.database_url_masked} "
+                    f"({type(error).__name__}: {first_line(error)}): start it, or fix DATABASE_URL"
+                ) from None
+            logger.warning(
+                "PostgreSQL at %s is not reachable yet (%s); retrying for up to %.0fs",
+                settings.database_url_masked,
+                type(error).__name__,
+                deadline - loop.time(),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = error.orig if isinstance(error, DBAPIError) else None
+    return getattr(orig, "sqlstate", None)
 
 
 async def shutdown(ctx: WorkerContext) -> None:
@@ -46,12 +81,15 @@ async def shutdown(ctx: WorkerContext) -> None:
         await engine.dispose()
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
-
-
-def worker_settings(settings: Settings) -> dict[str, Any]:
-    """ARQ `Worker` keyword arguments for `settings` (tests build workers from this)."""
+def worker_settings(
+    settings: Settings,
+    *,
+    on_job_start: JobHook | None = None,
+    on_job_end: JobHook | None = None,
+    after_job_end: JobHook | None = None,
+) -> dict[str, Any]:
+    """ARQ `Worker` keyword arguments for `settings`; per-job hooks are wrapped so they cannot fail a job."""
+    hooks = {"on_job_start": on_job_start, "on_job_end": on_job_end, "after_job_end": after_job_end}
     return {
         "functions": list(TASKS),
         "queue_name": settings.queue_name,
@@ -60,9 +98,14 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "job_timeout": settings.job_timeout,
         "max_tries": settings.max_tries,
         "keep_result": settings.keep_result,
+        "poll_delay": settings.poll_delay,
         "health_check_interval": settings.health_check_interval,
+        # On SIGTERM/SIGINT: take no new jobs, let running ones finish for this long, then cancel
+        # them (a cancelled job goes back on the queue and runs again).
+        "job_completion_wait": settings.job_completion_wait,
         "on_startup": startup,
         "on_shutdown": shutdown,
+        **{name: contained(hook) for name, hook in hooks.items() if hook is not None},
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "ctx": {"settings": settings},

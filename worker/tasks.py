@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from arq.worker import Retry
+
 from worker.context import JobContext
 from worker.db.session import db_session
+from worker.errors import GaveUp, first_line
 from worker.payloads import DeactivateUser, DeleteUser, PayloadT, ProvisionUser, SetUserRole, parse_payload
+from worker.retries import backoff_delay, is_transient
 from worker.services import users
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
+logger = logging.getLogger(__name__)
+
 JobResult = dict[str, object]
+# Our own deadline, inside ARQ's job_timeout: ARQ fails a timed-out job for good, we retry it.
+DEADLINE_SHARE = 0.8
 Service = Callable[[UnitOfWork, PayloadT], Awaitable[UserOutcome]]
 
 
@@ -25,8 +35,28 @@ async def _run(
     kwargs: Mapping[str, Any],
 ) -> JobResult:
     command = parse_payload(model, function, args, kwargs)
-    async with db_session(ctx["session_factory"]) as session:
-        outcome = await service(UnitOfWork(session), command)
+    settings = ctx["settings"]
+    try:
+        async with asyncio.timeout(settings.job_timeout * DEADLINE_SHARE):
+            async with db_session(ctx["session_factory"]) as session:
+                outcome = await service(UnitOfWork(session), command)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        job_try = ctx.get("job_try", 1)
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        if job_try >= settings.max_tries:
+            raise GaveUp(f"{function}: gave up after {job_try} tries; last error {reason}") from None
+        delay = backoff_delay(job_try, base=settings.retry_base_delay, cap=settings.retry_max_delay)
+        logger.warning(
+            "job %s %s try %d hit a transient error (%s); retrying in %.2fs",
+            ctx.get("job_id"),
+            function,
+            job_try,
+            reason,
+            delay,
+        )
+        raise Retry(defer=delay) from error
     return outcome.as_result()
 
 

@@ -6,11 +6,12 @@ from worker.db.models import User
 from worker.errors import UserNotFound
 from worker.payloads import DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
 from worker.repositories.user import UserChanges
+from worker.retries import TransientError
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
 
-class ConcurrentDelete(Exception):
+class ConcurrentDelete(TransientError):
     """The user vanished between our insert attempt and our re-read; running the job again resolves it."""
 
 

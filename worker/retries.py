@@ -1,0 +1,58 @@
+"""Which failures are worth another try, and how long to wait before it."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import exc as sa_exc
+
+from worker.errors import PermanentJobError
+
+# PostgreSQL SQLSTATEs that mean "try again": the same statement can succeed on a later attempt.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown (server restarting, or pg_terminate_backend)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up)
+    }
+)
+
+
+_jitter = random.Random()  # noqa: S311 - spreading retries out, not cryptography
+
+
+class TransientError(Exception):
+    """A failure of ours that is worth retrying (a race that a fresh attempt resolves)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """True if running the job again later may succeed: lost connections, restarts, races, timeouts."""
+    if isinstance(error, PermanentJobError):
+        return False
+    if isinstance(error, TransientError | TimeoutError | OSError | sa_exc.TimeoutError):
+        return True  # OSError covers refused and reset connections; sa TimeoutError is the pool's
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, sa_exc.OperationalError):
+            return True
+        orig = error.orig
+        sqlstate = str(getattr(orig, "sqlstate", None) or "")
+        if sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08"):  # 08xxx: connection exceptions
+            return True
+        name = type(orig).__name__
+        if name == "InvalidCachedStatementError":  # schema changed under a cached prepared statement
+            return True
+        if name == "InternalServerError" and "cache lookup failed" in str(orig):
+            return True
+        if isinstance(error, sa_exc.InterfaceError) and "connection" in str(orig).lower():
+            return True  # "connection is closed", "connection was closed in the middle of operation"
+    return False
+
+
+def backoff_delay(job_try: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before try `job_try + 1`: exponential, capped, with jitter in [½, 1] of it."""
+    ceiling = min(cap, base * 2.0 ** max(job_try - 1, 0))
+    return ceiling * (rng or _jitter).uniform(0.5, 1.0)
