@@ -42,8 +42,11 @@ def test_optional_envelope_fields_default() -> None:
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        (b"\x80\x04\x95pickle", "not JSON (UnicodeDecodeError at byte 0): jobs must be JSON objects"),
-        (b"{nope", "not JSON (JSONDecodeError at byte 1)"),
+        (
+            b"\x80\x04\x95pickle",
+            "not JSON (UnicodeDecodeError: 'utf-8' codec can't decode byte 0x80 in position 0",
+        ),
+        (b"{nope", "not JSON (JSONDecodeError: Expecting property name enclosed in double quotes"),
         (b"[1, 2]", "expected a JSON object, got list"),
         (b'{"f": 1, "et": 1}', 'job field "f" (function name) must be a string'),
         (b'{"f": "x", "a": {}, "et": 1}', 'job field "a" (positional arguments) must be a list'),
@@ -114,3 +117,34 @@ def test_a_successful_result_is_not_touched() -> None:
 def test_unserializable_values_raise() -> None:
     with pytest.raises(TypeError, match="object is not JSON serializable"):
         serialize({"r": object()})
+
+
+def test_nan_and_infinity_are_not_json() -> None:
+    with pytest.raises(ValueError, match=r"not JSON \(ValueError: -Infinity is not JSON\)"):
+        deserialize(b'{"f": "x", "k": {"email": -Infinity}, "et": 1}')
+
+
+def test_a_result_keeps_none_of_the_job_arguments() -> None:
+    raw = serialize_result(
+        "provision_user",
+        (),
+        {"email": "a@example.com", "password_hash": "$argon2id$secret"},
+        1,
+        1,
+        True,
+        {"status": "created"},
+        2,
+        3,
+        "ref",
+        "q",
+        "id",
+        serializer=serialize,
+    )
+    assert raw is not None
+    assert b"secret" not in raw
+    assert (json.loads(raw)["a"], json.loads(raw)["k"]) == ([], {})
+
+
+def test_strings_that_are_not_valid_unicode_still_serialize() -> None:
+    raw = serialize({"s": False, "f": "\ud80b", "r": RuntimeError("function '\ud80b' not found")})
+    assert json.loads(raw)["f"] == "\ud80b"

@@ -42,20 +42,23 @@ def _encode(value: Any) -> Any:
 
 
 def serialize(data: dict[str, Any]) -> bytes:
-    """Encode a job or a result as compact UTF-8 JSON."""
+    """Encode a job or a result as compact JSON; a result keeps none of the job's arguments."""
+    if "s" in data:
+        # Results outlive jobs (KEEP_RESULT) and are read by enqueuers: arguments may be secrets.
+        data = {**data, "a": [], "k": {}}
+    # ASCII escapes: any string that came in (lone surrogates included) goes back out as valid JSON.
     return json.dumps(
-        data, default=_encode, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        data, default=_encode, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode()
 
 
 def deserialize(raw: bytes) -> dict[str, Any]:
     """Decode a job or a result; a failed result's error becomes a `JobFailed` exception."""
     try:
-        data = json.loads(raw)
-    except ValueError as decode_error:  # JSONDecodeError and UnicodeDecodeError alike
-        where = getattr(decode_error, "pos", getattr(decode_error, "start", "?"))
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as decode_error:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         raise ValueError(
-            f"not JSON ({type(decode_error).__name__} at byte {where}): "
+            f"not JSON ({type(decode_error).__name__}: {decode_error}): "
             "jobs must be JSON objects as docs/jobs.md describes; pickle is refused"
         ) from None
     if not isinstance(data, dict):
@@ -68,6 +71,10 @@ def deserialize(raw: bytes) -> dict[str, Any]:
         if isinstance(error, dict):
             data["r"] = JobFailed(str(error.get("type", "Error")), str(error.get("message", "")))
     return data
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _normalise_job(job: dict[str, Any]) -> None:
