@@ -15,7 +15,6 @@ from arq.jobs import Job
 from worker.client import DuplicateJob, ProvisioningClient
 from worker.errors import InvalidPayload
 from worker.payloads import PAYLOADS
-from worker.security import hash_password
 from worker.serialization import JobFailed
 
 
@@ -28,11 +27,16 @@ def _parser() -> argparse.ArgumentParser:
         sub = functions.add_parser(name, help=(model.__doc__ or "").strip().splitlines()[0])
         for field, info in model.model_fields.items():
             sub.add_argument(f"--{field.replace('_', '-')}", dest=field, required=info.is_required())
-        if "password_hash" in model.model_fields:
+        if "password_sealed" in model.model_fields:
             sub.add_argument(
                 "--ask-password",
                 action="store_true",
-                help="prompt for a password and send only its argon2id hash",
+                help="prompt for a password; it is sent sealed with SEAL_KEYS, never in the clear",
+            )
+            sub.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from standard input (first line); sent sealed",
             )
         sub.add_argument("--job-id", help="job id (default: a random one); reusing a live id is refused")
         sub.add_argument("--wait", action="store_true", help="wait for the job and print its result")
@@ -43,13 +47,19 @@ def _parser() -> argparse.ArgumentParser:
 async def _enqueue(options: argparse.Namespace) -> int:
     model = PAYLOADS[options.function]
     arguments: dict[str, Any] = {field: getattr(options, field) for field in model.model_fields}
+    password: str | None = None
     if getattr(options, "ask_password", False):
-        if arguments.get("password_hash"):
-            print("error: give --password-hash or --ask-password, not both", file=sys.stderr)
-            return 2
-        arguments["password_hash"] = hash_password(getpass.getpass("Password: "))
+        password = getpass.getpass("Password: ")
+    elif getattr(options, "password_stdin", False):
+        password = sys.stdin.readline().rstrip("\r\n")
     async with ProvisioningClient.connect() as client:
         try:
+            if password is not None:
+                if arguments.get("password_hash") or arguments.get("password_sealed"):
+                    raise InvalidPayload(
+                        "give one password: --password-hash, --ask-password or --password-stdin"
+                    )
+                arguments["password_sealed"] = client.seal(password)
             job = await client.enqueue(options.function, job_id=options.job_id, **arguments)
         except (InvalidPayload, DuplicateJob) as error:
             print(f"error: {error}", file=sys.stderr)

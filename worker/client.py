@@ -11,6 +11,7 @@ from arq.jobs import Job
 
 from worker.errors import InvalidPayload
 from worker.payloads import PAYLOADS, RoleName, parse_payload
+from worker.sealing import seal_password
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
 
@@ -32,9 +33,10 @@ class DuplicateJob(Exception):
 class ProvisioningClient:
     """Enqueue jobs on the worker's queue, validated against the job contract before they leave."""
 
-    def __init__(self, redis: ArqRedis, *, queue_name: str) -> None:
+    def __init__(self, redis: ArqRedis, *, queue_name: str, seal_key: str | None = None) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self._seal_key = seal_key
 
     @classmethod
     @asynccontextmanager
@@ -43,17 +45,40 @@ class ProvisioningClient:
         settings = settings or get_settings()
         redis = await connect_redis(settings)
         try:
-            yield cls(redis, queue_name=settings.queue_name)
+            keys = settings.seal_key_list
+            yield cls(redis, queue_name=settings.queue_name, seal_key=keys[0] if keys else None)
         finally:
             await redis.aclose(close_connection_pool=True)
 
     async def provision_user(
-        self, *, email: str, role: RoleName, password_hash: str | None = None, job_id: str | None = None
+        self,
+        *,
+        email: str,
+        role: RoleName,
+        password: str | None = None,
+        password_hash: str | None = None,
+        job_id: str | None = None,
     ) -> Job:
-        """Enqueue `provision_user`; `password_hash` must come from `worker.security.hash_password`."""
+        """Enqueue `provision_user`; a `password` is sealed here and hashed by the worker,
+        a `password_hash` (argon2id, e.g. from `worker.security.hash_password`) is stored as is."""
+        sealed = self.seal(password) if password is not None else None
         return await self.enqueue(
-            "provision_user", job_id=job_id, email=email, role=role, password_hash=password_hash
+            "provision_user",
+            job_id=job_id,
+            email=email,
+            role=role,
+            password_hash=password_hash,
+            password_sealed=sealed,
         )
+
+    def seal(self, password: str) -> str:
+        """Seal `password` with the primary SEAL_KEYS key, for a job's `password_sealed`."""
+        if self._seal_key is None:
+            raise InvalidPayload(
+                "a password can only be sent sealed: set SEAL_KEYS (the worker's keys), "
+                "or send a password_hash instead"
+            )
+        return seal_password(password, self._seal_key)
 
     async def set_user_role(self, *, email: str, role: RoleName, job_id: str | None = None) -> Job:
         """Enqueue `set_user_role`."""

@@ -8,6 +8,8 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
+from worker.passwords import PasswordHashing
+from worker.sealing import KeyRing
 from worker.settings import Settings
 
 
@@ -18,6 +20,8 @@ class WorkerContext(TypedDict, total=False):
     redis: ArqRedis
     engine: AsyncEngine
     session_factory: SessionFactory
+    hashing: PasswordHashing
+    key_ring: KeyRing | None
 
 
 class JobContext(WorkerContext, total=False):

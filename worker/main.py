@@ -14,7 +14,10 @@ from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
 from worker.errors import first_line
 from worker.hooks import JobHook, contained
+from worker.logs import install_log_redaction
+from worker.passwords import PasswordHashing
 from worker.retries import is_transient
+from worker.sealing import KeyRing
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
 from worker.tasks import TASKS
@@ -37,6 +40,10 @@ async def startup(ctx: WorkerContext) -> None:
     if not state.at_head:
         raise StartupError(state.describe())
     ctx["session_factory"] = create_session_factory(engine)
+    ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
+    keys = settings.seal_key_list
+    ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
+    install_log_redaction()
     logger.info("database %s: %s", settings.database_url_masked, state.describe())
 
 
@@ -75,7 +82,10 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
-    """Dispose the engine's connections."""
+    """Stop the hashing threads and dispose the engine's connections."""
+    hashing = ctx.get("hashing")
+    if hashing is not None:
+        hashing.close()
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()

@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.db.models import Role
 from worker.errors import InvalidPayload
-from worker.security import ARGON2ID_FORMAT, is_argon2id_hash
+from worker.security import (
+    ARGON2ID_FORMAT,
+    MIN_MEMORY_KIB,
+    MIN_PARALLELISM,
+    MIN_TIME_COST,
+    is_argon2id_hash,
+    meets_minimum,
+)
 
 RoleName = Literal["admin", "member", "viewer"]
 
@@ -24,10 +31,27 @@ def _argon2id(value: str) -> str:
             "hash with worker.security.hash_password()",
             {"format": ARGON2ID_FORMAT},
         )
+    if not meets_minimum(value):
+        raise PydanticCustomError(
+            "argon2id_too_weak",
+            "argon2id parameters are below the minimum (m >= {m} KiB, t >= {t}, p >= {p}): hash it again",
+            {"m": MIN_MEMORY_KIB, "t": MIN_TIME_COST, "p": MIN_PARALLELISM},
+        )
+    return value
+
+
+def _fernet_token(value: str) -> str:
+    if not value.startswith("gAAAAA") or not value.replace("-", "").replace("_", "").rstrip("=").isalnum():
+        raise PydanticCustomError(
+            "sealed_password",
+            "must be a Fernet token (sealed with a SEAL_KEYS key, see docs/jobs.md); "
+            "plaintext passwords are refused",
+        )
     return value
 
 
 Argon2idHash = Annotated[str, AfterValidator(_argon2id)]
+SealedPassword = Annotated[str, Field(min_length=100, max_length=8192), AfterValidator(_fernet_token)]
 
 
 class Payload(BaseModel):
@@ -47,6 +71,13 @@ class ProvisionUser(UserRef):
 
     role: RoleName
     password_hash: Argon2idHash | None = None
+    password_sealed: SealedPassword | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> ProvisionUser:
+        if self.password_hash is not None and self.password_sealed is not None:
+            raise PydanticCustomError("two_passwords", "give password_hash or password_sealed, not both")
+        return self
 
     @property
     def role_enum(self) -> Role:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from arq.connections import RedisSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from worker.security import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, PasswordPolicy
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/provisioning"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -51,6 +56,21 @@ class Settings(BaseSettings):
     retry_max_delay: Annotated[float, Field(gt=0)] = 60.0
     startup_db_wait: Annotated[float, Field(ge=0)] = 30.0
 
+    # Sealed passwords: comma-separated Fernet keys; the first seals, all open (rotation).
+    seal_keys: SecretStr | None = None
+    seal_max_age: PositiveInt = 2 * 24 * 3600
+    # Hashing done by the worker: argon2id, never below OWASP's minimum; a thread per core.
+    argon2_memory_kib: Annotated[int, Field(ge=MIN_MEMORY_KIB)] = MIN_MEMORY_KIB
+    argon2_time_cost: Annotated[int, Field(ge=MIN_TIME_COST)] = MIN_TIME_COST
+    argon2_parallelism: Annotated[int, Field(ge=MIN_PARALLELISM)] = MIN_PARALLELISM
+    hash_threads: PositiveInt | None = None
+
+    # Transport security (see README "Security").
+    database_ssl_mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    database_ssl_root_cert: Path | None = None
+    redis_ssl_ca_certs: Path | None = None
+    redis_ssl_check_hostname: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _postgres_asyncpg(cls, value: SecretStr) -> SecretStr:
@@ -59,12 +79,15 @@ class Settings(BaseSettings):
             driver = make_url(url).drivername
         except Exception:
             raise ValueError("DATABASE_URL is not a valid URL: expected postgresql+asyncpg://…") from None
-        if driver == "postgresql" or driver == "postgres":
-            # Accept the URL other tools use and pick the async driver we ship with.
-            return SecretStr(str(make_url(url).set(drivername="postgresql+asyncpg").render_as_string(False)))
-        if driver != "postgresql+asyncpg":
+        if driver not in {"postgresql", "postgres", "postgresql+asyncpg"}:
             raise ValueError(f"DATABASE_URL uses driver {driver!r}: use postgresql+asyncpg://…")
-        return value
+        parsed = make_url(url).set(drivername="postgresql+asyncpg")  # the async driver we ship with
+        if "sslmode" in parsed.query:
+            # libpq spelling, which asyncpg rejects: translate it to asyncpg's `ssl`.
+            query = dict(parsed.query)
+            query["ssl"] = query.pop("sslmode")
+            parsed = parsed.set(query=query)
+        return SecretStr(parsed.render_as_string(hide_password=False))
 
     @field_validator("redis_url")
     @classmethod
@@ -73,6 +96,52 @@ class Settings(BaseSettings):
         if scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(f"REDIS_URL uses scheme {scheme!r}: use redis://, rediss:// or unix://")
         return value
+
+    @field_validator("seal_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from cryptography.fernet import Fernet
+
+        for position, key in enumerate(_split_keys(value), start=1):
+            try:
+                Fernet(key.encode())
+            except ValueError:
+                raise ValueError(
+                    f"SEAL_KEYS key #{position} is not a Fernet key (32 bytes, URL-safe base64): "
+                    'make one with python -c "from worker.sealing import new_seal_key; print(new_seal_key())"'
+                ) from None
+        return value
+
+    @property
+    def seal_key_list(self) -> list[str]:
+        """The sealing keys, primary first (empty if none are configured)."""
+        return _split_keys(self.seal_keys) if self.seal_keys is not None else []
+
+    @property
+    def password_policy(self) -> PasswordPolicy:
+        """The argon2id parameters the worker hashes with."""
+        return PasswordPolicy(self.argon2_memory_kib, self.argon2_time_cost, self.argon2_parallelism)
+
+    @property
+    def hashing_threads(self) -> int:
+        """Threads for password hashing: HASH_THREADS, or one per core."""
+        return self.hash_threads or os.cpu_count() or 1
+
+    @property
+    def database_connect_args(self) -> dict[str, Any]:
+        """asyncpg connect arguments for DATABASE_SSL_MODE / DATABASE_SSL_ROOT_CERT."""
+        mode = self.database_ssl_mode
+        if mode is None:
+            return {}
+        if mode in {"verify-ca", "verify-full"}:
+            context = ssl.create_default_context(
+                cafile=str(self.database_ssl_root_cert) if self.database_ssl_root_cert else None
+            )
+            context.check_hostname = mode == "verify-full"
+            return {"ssl": context}
+        return {"ssl": mode}
 
     @property
     def database_url_masked(self) -> str:
@@ -86,8 +155,18 @@ class Settings(BaseSettings):
 
     @property
     def redis_settings(self) -> RedisSettings:
-        """ARQ connection settings for `redis_url`."""
-        return RedisSettings.from_dsn(self.redis_url.get_secret_value())
+        """ARQ connection settings for `redis_url`; `rediss://` verifies the server's certificate."""
+        redis = RedisSettings.from_dsn(self.redis_url.get_secret_value())
+        if redis.ssl:
+            redis.ssl_cert_reqs = "required"
+            redis.ssl_check_hostname = self.redis_ssl_check_hostname
+            if self.redis_ssl_ca_certs is not None:
+                redis.ssl_ca_certs = str(self.redis_ssl_ca_certs)
+        return redis
+
+
+def _split_keys(value: SecretStr) -> list[str]:
+    return [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -8,12 +8,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from arq.worker import Retry
+from pydantic import SecretStr
 
 from worker.context import JobContext
 from worker.db.session import db_session
 from worker.errors import GaveUp, first_line
+from worker.passwords import DesiredPassword, GivenHash, UnsealedPassword
 from worker.payloads import DeactivateUser, DeleteUser, PayloadT, ProvisionUser, SetUserRole, parse_payload
 from worker.retries import backoff_delay, is_transient
+from worker.sealing import SealedPasswordRefused
 from worker.services import users
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork
@@ -61,8 +64,24 @@ async def _run(
 
 
 async def provision_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
-    """Ensure an active user with this email and role (and password hash) exists."""
-    return await _run(ctx, "provision_user", ProvisionUser, users.provision_user, args, kwargs)
+    """Ensure an active user with this email and role (and password, when given) exists."""
+
+    async def apply(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome:
+        return await users.provision_user(uow, command, _desired_password(ctx, command))
+
+    return await _run(ctx, "provision_user", ProvisionUser, apply, args, kwargs)
+
+
+def _desired_password(ctx: JobContext, command: ProvisionUser) -> DesiredPassword | None:
+    if command.password_sealed is None:
+        return GivenHash(command.password_hash) if command.password_hash is not None else None
+    key_ring = ctx.get("key_ring")
+    if key_ring is None:
+        raise SealedPasswordRefused(
+            "provision_user: this worker holds no SEAL_KEYS, so it cannot open password_sealed: "
+            "configure the same SEAL_KEYS as the enqueuer"
+        )
+    return UnsealedPassword(SecretStr(key_ring.unseal(command.password_sealed)), ctx["hashing"])
 
 
 async def set_user_role(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:

@@ -21,6 +21,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
+        connect_args=settings.database_connect_args,
         # SQL parameters can hold password hashes: keep them out of logs and exception text.
         hide_parameters=True,
     )

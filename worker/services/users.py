@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker.db.models import User
 from worker.errors import UserNotFound
+from worker.passwords import DesiredPassword, GivenHash
 from worker.payloads import DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
 from worker.repositories.user import UserChanges
 from worker.retries import TransientError
@@ -15,13 +16,22 @@ class ConcurrentDelete(TransientError):
     """The user vanished between our insert attempt and our re-read; running the job again resolves it."""
 
 
-async def provision_user(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome:
-    """Ensure an active user with this email and role exists (and this password hash, when given)."""
+async def provision_user(
+    uow: UnitOfWork, command: ProvisionUser, password: DesiredPassword | None = None
+) -> UserOutcome:
+    """Ensure an active user with this email and role exists, with `password` when one is given.
+
+    Without `password`, a `password_hash` in the command is the password; with neither, any stored
+    password is kept.
+    """
+    if password is None and command.password_hash is not None:
+        password = GivenHash(command.password_hash)
     async with uow:
         user = await uow.users.get_user_by_email(command.email, for_update=True)
         if user is None:
+            hashed = await password.replacement_for(None) if password is not None else None
             created = await uow.users.create_user_if_absent(
-                email=command.email, role=command.role_enum, hashed_password=command.password_hash
+                email=command.email, role=command.role_enum, hashed_password=hashed
             )
             if created is not None:
                 await uow.commit()
@@ -34,8 +44,10 @@ async def provision_user(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome
         changes: UserChanges = {}
         if user.role != command.role_enum:
             changes["role"] = command.role_enum
-        if command.password_hash is not None and user.hashed_password != command.password_hash:
-            changes["hashed_password"] = command.password_hash
+        if password is not None:
+            replacement = await password.replacement_for(user.hashed_password)
+            if replacement is not None:
+                changes["hashed_password"] = replacement
         if not user.is_active:
             changes["is_active"] = True
         return await _apply(uow, user, changes)

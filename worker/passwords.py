@@ -1,0 +1,73 @@
+"""The password a job wants stored, and argon2id hashing off the event loop on every core."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from worker.security import PasswordPolicy, hash_password, verify_password
+
+
+class PasswordHashing:
+    """argon2id on a thread pool (argon2-cffi releases the GIL), so hashing never stalls other jobs."""
+
+    def __init__(self, policy: PasswordPolicy, *, threads: int) -> None:
+        self.policy = policy
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+
+    async def hash(self, password: SecretStr) -> str:
+        """A new argon2id hash of `password` under the policy."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, hash_password, password.get_secret_value(), self.policy
+        )
+
+    async def is_current(self, password_hash: str, password: SecretStr) -> bool:
+        """True if `password_hash` is of `password` and already uses the policy's parameters."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._executor, verify_password, password_hash, password.get_secret_value(), self.policy
+        )
+        return result.valid and result.new_hash is None
+
+    def close(self) -> None:
+        """Stop the threads; queued hashes are cancelled (their jobs are retried elsewhere)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class DesiredPassword(Protocol):
+    """What a job asks for: decides whether the stored hash must change, and to what."""
+
+    async def replacement_for(self, stored_hash: str | None) -> str | None:
+        """The hash to store instead of `stored_hash`, or None if `stored_hash` already fits."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GivenHash:
+    """A hash the enqueuer made: store exactly it."""
+
+    password_hash: str
+
+    async def replacement_for(self, stored_hash: str | None) -> str | None:
+        """This hash unless it is the stored one."""
+        return None if stored_hash == self.password_hash else self.password_hash
+
+
+@dataclass(frozen=True, slots=True)
+class UnsealedPassword:
+    """A password the worker unsealed: keep a stored hash that matches it, else hash it."""
+
+    password: SecretStr
+    hashing: PasswordHashing
+
+    async def replacement_for(self, stored_hash: str | None) -> str | None:
+        """None if the stored hash verifies (and is current), else a fresh hash."""
+        if stored_hash is not None and await self.hashing.is_current(stored_hash, self.password):
+            return None  # a job run twice must not re-hash: same password, same row
+        return await self.hashing.hash(self.password)

@@ -1,0 +1,58 @@
+"""Sealed passwords: Fernet tokens (AES-128-CBC + HMAC-SHA256) under a rotatable shared key ring."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from worker.errors import PermanentJobError
+
+
+class SealedPasswordRefused(PermanentJobError):
+    """A sealed password that cannot be opened: tampered, under an unknown key, or too old."""
+
+
+def new_seal_key() -> str:
+    """A fresh key for SEAL_KEYS (32 random bytes, URL-safe base64)."""
+    return Fernet.generate_key().decode()
+
+
+def seal_password(password: str, key: str) -> str:
+    """Seal `password` for a job's `password_sealed` with `key` (the first of SEAL_KEYS)."""
+    if not password:
+        raise ValueError("password must not be empty")
+    return Fernet(key.encode()).encrypt(password.encode()).decode()
+
+
+class KeyRing:
+    """The keys a worker accepts; the first also seals. Rotation: add the new key in front."""
+
+    def __init__(self, keys: Sequence[str], *, max_age: int) -> None:
+        if not keys:
+            raise ValueError("a key ring needs at least one key")
+        self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
+        self.primary = keys[0]
+        self.max_age = max_age
+
+    def unseal(self, token: str) -> str:
+        """The password inside `token`, or `SealedPasswordRefused` saying why not (never what)."""
+        try:
+            password = self._fernet.decrypt(token.encode())
+            sealed_at = self._fernet.extract_timestamp(token.encode())
+        except InvalidToken:
+            raise SealedPasswordRefused(
+                "password_sealed could not be opened: it was altered, or sealed with a key this worker "
+                "does not hold (SEAL_KEYS); seal it again with the current key"
+            ) from None
+        age = int(time.time()) - sealed_at
+        if age > self.max_age:
+            raise SealedPasswordRefused(
+                f"password_sealed expired: sealed {age} s ago, more than SEAL_MAX_AGE ({self.max_age} s); "
+                "seal it again"
+            )
+        try:
+            return password.decode()
+        except UnicodeDecodeError:
+            raise SealedPasswordRefused("password_sealed holds bytes that are not UTF-8 text") from None
