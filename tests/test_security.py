@@ -26,3 +26,36 @@ def test_hashes_are_salted() -> None:
 def test_an_empty_password_is_refused() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         hash_password("")
+
+
+def test_the_default_policy_is_owasps_minimum_and_lower_is_refused() -> None:
+    from worker.security import DEFAULT_POLICY, PasswordPolicy
+
+    assert (DEFAULT_POLICY.memory_kib, DEFAULT_POLICY.time_cost, DEFAULT_POLICY.parallelism) == (19456, 2, 1)
+    for weak in ({"memory_kib": 19455}, {"time_cost": 1}, {"parallelism": 0}):
+        with pytest.raises(ValueError, match="below the OWASP minimum"):
+            PasswordPolicy(**weak)
+
+
+def test_verify_password_accepts_the_right_password_only() -> None:
+    from worker.security import verify_password
+
+    stored = hash_password("right one")
+    assert verify_password(stored, "right one").valid
+    assert not verify_password(stored, "wrong one").valid
+    assert not verify_password("not a hash", "right one").valid
+    assert verify_password(stored, "right one").new_hash is None  # current parameters: nothing to do
+
+
+def test_verify_password_rehashes_when_the_parameters_changed() -> None:
+    from worker.security import PasswordPolicy, verify_password
+
+    stronger = PasswordPolicy(memory_kib=32 * 1024, time_cost=3, parallelism=1)
+    old = hash_password("pw-123")
+    result = verify_password(old, "pw-123", stronger)
+    assert result.valid
+    assert result.new_hash is not None
+    params = extract_parameters(result.new_hash)
+    assert (params.memory_cost, params.time_cost) == (32 * 1024, 3)
+    assert verify_password(result.new_hash, "pw-123", stronger).new_hash is None
+    assert verify_password(old, "wrong", stronger).new_hash is None  # never rehash a wrong password
