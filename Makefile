@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psql-free database creation: DATABASE_URL (or the default) names the database to create.
 DB_TOOL := $(BIN)/python -m worker.db.create
 
-.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test lint format lock clean
+.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test lint format lock clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,10 +47,16 @@ db-check: install  ## fail if the models and the migrations disagree
 test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database)
 	$(BIN)/pytest
 
+bench: install  ## benchmarks (own databases and Redis keys); report to stdout and bench/results.md
+	$(BIN)/python -m bench.hashing | tee bench/.hashing.md
+	{ echo "# Benchmark results"; echo; \
+	  echo "Written by \`make bench\` (the latest run of each benchmark). Figures are from one machine; re-run to compare."; \
+	  echo; cat bench/.hashing.md; } > bench/results.md && rm -f bench/.hashing.md
+
 lint: install  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker bench
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -331,3 +333,36 @@ async def test_hashing_runs_off_the_event_loop() -> None:
         hashing.close()
     assert len(set(hashes)) == 16
     assert ticks >= 10  # 16 hashes take >= 8 x 20 ms on two threads; a blocked loop would tick ~0 times
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+async def test_a_password_sealed_by_the_documented_node_js_code_opens(
+    sealing_settings: Settings, seal_key: str, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    docs = (ROOT / "docs" / "jobs.md").read_text()
+    code = re.search(r"```js\n(.*?)```", docs, re.DOTALL)
+    assert code is not None
+    script = (
+        code.group(1) + "\nprocess.stdout.write(sealPassword(process.env.PASSWORD, process.env.SEAL_KEY));\n"
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "-e",
+        script,
+        env={"PASSWORD": "sealed in node ✓", "SEAL_KEY": seal_key},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    token, _ = await node.communicate()
+    assert node.returncode == 0
+    job = await ProvisioningClient(redis, queue_name=sealing_settings.queue_name).enqueue(
+        "provision_user",
+        job_id=new_id(),
+        email="node@example.com",
+        role="member",
+        password_sealed=token.decode(),
+    )
+    await run_burst(sealing_settings)
+    assert (await job.result(timeout=5))["status"] == "created"
+    stored = await _stored_hash(engine, "node@example.com")
+    assert stored is not None
+    assert verify_password(stored, "sealed in node ✓").valid

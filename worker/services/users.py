@@ -12,8 +12,8 @@ from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
 
-class ConcurrentDelete(TransientError):
-    """The user vanished between our insert attempt and our re-read; running the job again resolves it."""
+class ConcurrentChange(TransientError):
+    """Another job changed this user under us in a way a fresh run resolves (it is retried)."""
 
 
 async def provision_user(
@@ -22,16 +22,24 @@ async def provision_user(
     """Ensure an active user with this email and role exists, with `password` when one is given.
 
     Without `password`, a `password_hash` in the command is the password; with neither, any stored
-    password is kept.
+    password is kept. Password work (argon2id) happens before the transaction, so no connection
+    or row lock is held while it runs.
     """
     if password is None and command.password_hash is not None:
         password = GivenHash(command.password_hash)
+    stored_hash: str | None = None
+    new_hash: str | None = None
+    if password is not None:
+        async with uow:
+            current = await uow.users.get_user_by_email(command.email)
+            stored_hash = current.hashed_password if current is not None else None
+        new_hash = await password.replacement_for(stored_hash)  # None: keep `stored_hash`
+
     async with uow:
         user = await uow.users.get_user_by_email(command.email, for_update=True)
         if user is None:
-            hashed = await password.replacement_for(None) if password is not None else None
             created = await uow.users.create_user_if_absent(
-                email=command.email, role=command.role_enum, hashed_password=hashed
+                email=command.email, role=command.role_enum, hashed_password=new_hash or stored_hash
             )
             if created is not None:
                 await uow.commit()
@@ -39,15 +47,17 @@ async def provision_user(
             # Another transaction inserted this email first: fall through and converge on its row.
             user = await uow.users.get_user_by_email(command.email, for_update=True)
             if user is None:
-                raise ConcurrentDelete(f"user {command.email} was deleted while being provisioned")
+                raise ConcurrentChange(f"user {command.email} was deleted while being provisioned")
 
         changes: UserChanges = {}
         if user.role != command.role_enum:
             changes["role"] = command.role_enum
         if password is not None:
-            replacement = await password.replacement_for(user.hashed_password)
-            if replacement is not None:
-                changes["hashed_password"] = replacement
+            if new_hash is None and user.hashed_password != stored_hash:
+                # We decided to keep a hash that another job has replaced since: decide again.
+                raise ConcurrentChange(f"the password of {command.email} changed while being provisioned")
+            if new_hash is not None and user.hashed_password != new_hash:
+                changes["hashed_password"] = new_hash
         if not user.is_active:
             changes["is_active"] = True
         return await _apply(uow, user, changes)

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured and reported, never asserted in tests."""
