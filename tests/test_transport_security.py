@@ -69,7 +69,7 @@ def tls_redis(certificates: Certificates, tmp_path: Path) -> Iterator[int]:
                 pytest.fail(f"redis-server would not start with TLS: {output[-500:]}")
             with (
                 contextlib.suppress(OSError),
-                __import__("socket").create_connection(("127.0.0.1", port), 0.2),
+                socket.create_connection(("127.0.0.1", port), 0.2),
             ):
                 break
             time.sleep(0.05)
