@@ -95,9 +95,10 @@ async def test_canary_password_appears_nowhere_on_any_path(
         )
     ]
     # 2. Python client, pre-hashed.
+    canary_hash = hash_password(canary)
     jobs.append(
         await client.provision_user(
-            email="hashed@example.com", role="member", password_hash=hash_password(canary), job_id=new_id()
+            email="hashed@example.com", role="member", password_hash=canary_hash, job_id=new_id()
         )
     )
     # 3. The CLI, password on standard input.
@@ -155,7 +156,12 @@ async def test_canary_password_appears_nowhere_on_any_path(
     failing = await client.enqueue(
         "provision_user", job_id=new_id(), email="bad@example.com", role="admin", password_sealed=tampered
     )
-    sealed_forms += [token, tampered, *await _queued_sealed_tokens(redis, jobs[0].job_id, cli_job)]
+    sealed_forms += [
+        canary_hash,
+        token,
+        tampered,
+        *await _queued_sealed_tokens(redis, jobs[0].job_id, cli_job),
+    ]
 
     await run_burst(sealing_settings)
 
@@ -178,10 +184,11 @@ async def test_canary_password_appears_nowhere_on_any_path(
     for where, haystack in haystacks.items():
         for secret in (canary, *sealed_forms):
             assert secret not in haystack, f"a secret leaked into {where}"
+    assert f"{jobs[1].job_id}:provision_user(…)" in haystacks["logs"]  # ARQ's start line, redacted
     print(
         f"\ncanary scan: {keys} Redis keys ({results} results), {len(lines)} log lines "
         f"({len(sql_lines)} from SQL echo), CLI output; "
-        f"the canary and {len(sealed_forms)} sealed forms: 0 hits"
+        f"the canary and {len(sealed_forms)} derived secrets (its hash, sealed forms): 0 hits"
     )
     assert results == 5
     assert sql_lines  # SQL echo was on: the scan covered statement logs too
