@@ -75,6 +75,12 @@ def test_positional_arguments_are_refused() -> None:
 
 
 def test_every_function_has_a_model_and_set_user_role_needs_a_role() -> None:
-    assert set(PAYLOADS) == {"provision_user", "set_user_role", "deactivate_user", "delete_user"}
+    assert set(PAYLOADS) == {
+        "provision_user",
+        "set_user_role",
+        "deactivate_user",
+        "delete_user",
+        "provision_users",
+    }
     with pytest.raises(InvalidPayload, match="role: Field required"):
         parse_payload(SetUserRole, "set_user_role", (), {"email": "a@example.com"})

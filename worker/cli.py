@@ -8,14 +8,19 @@ import getpass
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from arq.jobs import Job
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 
 from worker.client import DuplicateJob, ProvisioningClient
 from worker.errors import InvalidPayload
+from worker.importing import UnreadableFile, batched, read_users
 from worker.payloads import PAYLOADS
 from worker.serialization import JobFailed
+from worker.settings import get_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +46,64 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--job-id", help="job id (default: a random one); reusing a live id is refused")
         sub.add_argument("--wait", action="store_true", help="wait for the job and print its result")
         sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait")
+    bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
+    bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
+    bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
+    bulk.add_argument("--wait", action="store_true", help="wait for every batch and print the totals")
+    bulk.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
     return parser
+
+
+async def _import(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    size = options.batch_size or settings.bulk_max_batch
+    if not 0 < size <= settings.bulk_max_batch:
+        print(
+            f"error: --batch-size must be between 1 and BULK_MAX_BATCH ({settings.bulk_max_batch})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        total = sum(1 for _ in read_users(options.file))  # reads the whole file before enqueueing anything
+    except (OSError, UnreadableFile) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    jobs: list[tuple[int, Job]] = []
+    async with ProvisioningClient.connect(settings) as client:
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console) as progress:
+            sending = progress.add_task("enqueueing", total=total)
+            for number, batch in enumerate(batched(read_users(options.file), size)):
+                jobs.append((number * size, await client.provision_users(batch)))
+                progress.advance(sending, len(batch))
+            if not options.wait:
+                summary: dict[str, object] = {"jobs": len(jobs), "users": total}
+            else:
+                summary = await _wait_for_batches(jobs, progress, total, options.timeout)
+    print(json.dumps(summary, sort_keys=True))
+    return 1 if summary.get("failed_jobs") else 0
+
+
+async def _wait_for_batches(
+    jobs: list[tuple[int, Job]], progress: Progress, total: int, wait_seconds: float
+) -> dict[str, object]:
+    applying = progress.add_task("applying", total=total)
+    totals = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    rejections: list[dict[str, object]] = []
+    failed: list[str] = []
+    for offset, job in jobs:
+        try:
+            result = await job.result(timeout=wait_seconds, poll_delay=0.1)
+        except (TimeoutError, JobFailed) as error:
+            failed.append(f"{job.job_id}: {error or 'no result in time'}")
+            continue
+        for name in totals:
+            totals[name] += int(result[name])
+        rejections += [
+            {"row": offset + int(r["index"]) + 1, "error": r["error"]} for r in result["rejections"]
+        ]
+        progress.advance(applying, sum(int(result[name]) for name in totals))
+    return {"jobs": len(jobs), "users": total, **totals, "rejections": rejections, "failed_jobs": failed}
 
 
 async def _enqueue(options: argparse.Namespace) -> int:
@@ -88,4 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "enqueue":
         return asyncio.run(_enqueue(options))
+    if options.command == "import":
+        return asyncio.run(_import(options))
     raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

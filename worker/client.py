@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
@@ -70,6 +70,10 @@ class ProvisioningClient:
             password_hash=password_hash,
             password_sealed=sealed,
         )
+
+    async def provision_users(self, users: Sequence[Mapping[str, Any]], *, job_id: str | None = None) -> Job:
+        """Enqueue one `provision_users` batch (at most BULK_MAX_BATCH entries)."""
+        return await self.enqueue("provision_users", job_id=job_id, users=[dict(user) for user in users])
 
     def seal(self, password: str) -> str:
         """Seal `password` with the primary SEAL_KEYS key, for a job's `password_sealed`."""

@@ -104,11 +104,32 @@ class DeleteUser(UserRef):
     """Ensure no user has this email."""
 
 
+BULK_HARD_LIMIT = 10_000
+"""No batch is ever larger than this, whatever BULK_MAX_BATCH says."""
+
+
+class BulkUser(Payload):
+    """One entry of a `provision_users` batch: as `provision_user`, without sealed passwords."""
+
+    email: EmailStr
+    role: RoleName
+    password_hash: Argon2idHash | None = None
+
+
+class ProvisionUsers(Payload):
+    """Apply a batch of `provision_user` entries in one transaction; bad entries are reported, not applied."""
+
+    # Entries are validated one by one (see parse_bulk_entries), so that one bad entry
+    # rejects only itself; here only the batch's shape is checked.
+    users: Annotated[list[Any], Field(min_length=1, max_length=BULK_HARD_LIMIT)]
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     "provision_user": ProvisionUser,
     "set_user_role": SetUserRole,
     "deactivate_user": DeactivateUser,
     "delete_user": DeleteUser,
+    "provision_users": ProvisionUsers,
 }
 """Every job function's name and the model its keyword arguments must match."""
 
@@ -136,3 +157,27 @@ def parse_payload(
         return model.model_validate(dict(kwargs))
     except ValidationError as error:
         raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None
+
+
+def parse_bulk_entries(entries: Sequence[Any]) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
+    """Validate each batch entry: (index, entry) for the valid ones, and {index, error} for the rest.
+
+    An email that already appeared earlier in the batch (in any letter case) is rejected: one
+    batch states each user once.
+    """
+    valid: list[tuple[int, BulkUser]] = []
+    rejected: list[dict[str, object]] = []
+    first_seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        try:
+            user = BulkUser.model_validate(entry)
+        except ValidationError as error:
+            rejected.append({"index": index, "error": describe_validation_error(error)})
+            continue
+        key = user.email.lower()
+        if key in first_seen:
+            rejected.append({"index": index, "error": f"email: duplicate of entry {first_seen[key]}"})
+            continue
+        first_seen[key] = index
+        valid.append((index, user))
+    return valid, rejected

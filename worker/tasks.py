@@ -12,13 +12,22 @@ from pydantic import SecretStr
 
 from worker.context import JobContext
 from worker.db.session import db_session
-from worker.errors import GaveUp, first_line
+from worker.errors import GaveUp, InvalidPayload, first_line
 from worker.passwords import DesiredPassword, GivenHash, UnsealedPassword
-from worker.payloads import DeactivateUser, DeleteUser, PayloadT, ProvisionUser, SetUserRole, parse_payload
+from worker.payloads import (
+    DeactivateUser,
+    DeleteUser,
+    PayloadT,
+    ProvisionUser,
+    ProvisionUsers,
+    SetUserRole,
+    parse_bulk_entries,
+    parse_payload,
+)
 from worker.retries import backoff_delay, is_transient
 from worker.sealing import SealedPasswordRefused
 from worker.services import users
-from worker.services.outcome import UserOutcome
+from worker.services.outcome import BatchOutcome, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -26,7 +35,7 @@ logger = logging.getLogger(__name__)
 JobResult = dict[str, object]
 # Our own deadline, inside ARQ's job_timeout: ARQ fails a timed-out job for good, we retry it.
 DEADLINE_SHARE = 0.8
-Service = Callable[[UnitOfWork, PayloadT], Awaitable[UserOutcome]]
+Service = Callable[[UnitOfWork, PayloadT], Awaitable[UserOutcome | BatchOutcome]]
 
 
 async def _run(
@@ -99,5 +108,21 @@ async def delete_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     return await _run(ctx, "delete_user", DeleteUser, users.delete_user, args, kwargs)
 
 
-TASKS = (provision_user, set_user_role, deactivate_user, delete_user)
+async def provision_users(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+    """Apply a batch of users in one transaction; invalid entries are reported by index."""
+
+    async def apply(uow: UnitOfWork, command: ProvisionUsers) -> BatchOutcome:
+        limit = ctx["settings"].bulk_max_batch
+        if len(command.users) > limit:
+            raise InvalidPayload(
+                f"provision_users: {len(command.users)} users in one batch, more than BULK_MAX_BATCH "
+                f"({limit}): split it"
+            )
+        valid, rejected = parse_bulk_entries(command.users)
+        return await users.provision_users(uow, valid, rejected)
+
+    return await _run(ctx, "provision_users", ProvisionUsers, apply, args, kwargs)
+
+
+TASKS = (provision_user, set_user_role, deactivate_user, delete_user, provision_users)
 """Every task the worker runs; their names are the job contract's function names."""

@@ -5,11 +5,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypedDict, Unpack
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from worker.db.models import Role, User
 from worker.repositories.base import BaseRepository
+
+# One statement for a whole batch: unnest the columns, insert, and on a case-insensitive email
+# conflict update only rows that differ. RETURNING lists the rows written; (xmax = 0) is true for
+# rows this statement inserted and false for rows it updated (PostgreSQL sets xmax on update).
+_UPSERT_MANY = text(
+    """
+    INSERT INTO users (email, role, hashed_password)
+    SELECT email, role, hashed_password
+    FROM unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))
+         AS batch(email, role, hashed_password)
+    ON CONFLICT (lower(email)) DO UPDATE
+    SET role = EXCLUDED.role,
+        hashed_password = COALESCE(EXCLUDED.hashed_password, users.hashed_password),
+        is_active = true,
+        updated_at = now()
+    WHERE users.role IS DISTINCT FROM EXCLUDED.role
+       OR (EXCLUDED.hashed_password IS NOT NULL
+           AND users.hashed_password IS DISTINCT FROM EXCLUDED.hashed_password)
+       OR NOT users.is_active
+    RETURNING lower(email) AS email_key, (xmax = 0) AS inserted
+    """
+)
+
+
+class UserSpec(TypedDict):
+    """A user as a batch states it."""
+
+    email: str
+    role: Role
+    hashed_password: str | None
 
 
 class UserChanges(TypedDict, total=False):
@@ -67,6 +97,23 @@ class UserRepository(BaseRepository[User]):
     async def delete_user(self, user: User) -> None:
         """Delete `user` and flush."""
         await self.delete(user)
+
+    async def upsert_users(self, specs: Sequence[UserSpec]) -> dict[str, bool]:
+        """Ensure every spec holds, in one statement; returns {lower(email): inserted} for rows written.
+
+        Emails must be distinct (case-insensitively). Rows are written in email order, so that
+        concurrent batches lock rows in the same order and cannot deadlock each other.
+        """
+        ordered = sorted(specs, key=lambda spec: spec["email"].lower())
+        result = await self.session.execute(
+            _UPSERT_MANY,
+            {
+                "emails": [spec["email"] for spec in ordered],
+                "roles": [spec["role"].value for spec in ordered],
+                "hashes": [spec["hashed_password"] for spec in ordered],
+            },
+        )
+        return {row.email_key: bool(row.inserted) for row in result}
 
     async def list_users(self, *, limit: int = 100, offset: int = 0) -> Sequence[User]:
         """A page of users in id order."""

@@ -30,3 +30,23 @@ class UserOutcome:
     def as_result(self) -> dict[str, object]:
         """The JSON-ready job result."""
         return {field: value for field, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What a batch did: counts, and every rejected entry with its reason."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: list[dict[str, object]]
+
+    def as_result(self) -> dict[str, object]:
+        """The JSON-ready job result."""
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": len(self.rejected),
+            "rejections": self.rejected,
+        }

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from worker.db.models import User
+from collections.abc import Sequence
+
+from worker.db.models import Role, User
 from worker.errors import UserNotFound
 from worker.passwords import DesiredPassword, GivenHash
-from worker.payloads import DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
-from worker.repositories.user import UserChanges
+from worker.payloads import BulkUser, DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
+from worker.repositories.user import UserChanges, UserSpec
 from worker.retries import TransientError
-from worker.services.outcome import UserOutcome
+from worker.services.outcome import BatchOutcome, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
 
@@ -61,6 +63,24 @@ async def provision_user(
         if not user.is_active:
             changes["is_active"] = True
         return await _apply(uow, user, changes)
+
+
+async def provision_users(
+    uow: UnitOfWork, entries: Sequence[tuple[int, BulkUser]], rejected: list[dict[str, object]]
+) -> BatchOutcome:
+    """Ensure every valid entry of a batch holds, in one transaction; `rejected` entries are reported."""
+    specs: list[UserSpec] = [
+        {"email": user.email, "role": Role(user.role), "hashed_password": user.password_hash}
+        for _, user in entries
+    ]
+    async with uow:
+        written = await uow.users.upsert_users(specs) if specs else {}
+        await uow.commit()
+    created = sum(written.values())
+    updated = len(written) - created
+    return BatchOutcome(
+        created=created, updated=updated, unchanged=len(specs) - len(written), rejected=rejected
+    )
 
 
 async def set_user_role(uow: UnitOfWork, command: SetUserRole) -> UserOutcome:
