@@ -63,10 +63,10 @@ format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 lock:  ## re-pin requirements*.lock from pyproject.toml in throw-away venvs
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet . \
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet '.[fast]' \
 	  && { echo "# Pinned runtime dependencies (make lock regenerates this from pyproject.toml)."; \
 	       .lock-venv/bin/pip freeze --exclude provisioning-worker; } > requirements.lock
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet '.[dev]' \
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet '.[dev,fast,bench]' \
 	  && { echo "# Pinned runtime + dev dependencies (make lock regenerates this from pyproject.toml)."; \
 	       .lock-venv/bin/pip freeze --exclude provisioning-worker; } > requirements-dev.lock
 	rm -rf .lock-venv build *.egg-info

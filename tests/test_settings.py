@@ -27,7 +27,12 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_url.get_secret_value() == DEFAULT_DATABASE_URL
     assert settings.redis_url.get_secret_value() == DEFAULT_REDIS_URL
     assert settings.sql_echo is False
-    assert (settings.max_jobs, settings.job_timeout, settings.max_tries) == (10, 10, 10)
+    assert (settings.max_jobs, settings.job_timeout, settings.max_tries, settings.poll_delay) == (
+        100,
+        10,
+        10,
+        0.005,
+    )
 
 
 def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,6 +109,7 @@ def worker_settings(
         "max_tries": settings.max_tries,
         "keep_result": settings.keep_result,
         "poll_delay": settings.poll_delay,
+        "queue_read_limit": settings.queue_read_limit,
         "health_check_interval": settings.health_check_interval,
         # On SIGTERM/SIGINT: take no new jobs, let running ones finish for this long, then cancel
         # them (a cancelled job goes back on the queue and runs again).
@@ -122,5 +123,15 @@ def worker_settings(
     }
 
 
+def _use_uvloop() -> None:
+    """Run the worker on uvloop when it is installed (the arq CLI creates its loop after this import)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+_use_uvloop()
 # The arq CLI reads class attributes; reading the environment here is the only import-time work.
 WorkerSettings = type("WorkerSettings", (), worker_settings(get_settings()))

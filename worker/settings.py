@@ -41,16 +41,17 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
     sql_echo: bool = False
-    db_pool_size: PositiveInt = 10
-    db_max_overflow: Annotated[int, Field(ge=0)] = 5
+    db_pool_size: PositiveInt = 20
+    db_max_overflow: Annotated[int, Field(ge=0)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
     queue_name: Annotated[str, Field(min_length=1)] = "provisioning:queue"
-    max_jobs: PositiveInt = 10
+    max_jobs: PositiveInt = 100
     job_timeout: PositiveInt = 10
     max_tries: PositiveInt = 10
     keep_result: Annotated[int, Field(ge=0)] = 3600
     health_check_interval: PositiveInt = 30
-    poll_delay: Annotated[float, Field(gt=0)] = 0.5
+    poll_delay: Annotated[float, Field(gt=0)] = 0.005
+    queue_read_limit: PositiveInt | None = None
     job_completion_wait: Annotated[int, Field(ge=0)] = 20
     retry_base_delay: Annotated[float, Field(gt=0)] = 1.0
     retry_max_delay: Annotated[float, Field(gt=0)] = 60.0
