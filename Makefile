@@ -47,11 +47,8 @@ db-check: install  ## fail if the models and the migrations disagree
 test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database)
 	$(BIN)/pytest
 
-bench: install  ## benchmarks (own databases and Redis keys); report to stdout and bench/results.md
-	$(BIN)/python -m bench.hashing | tee bench/.hashing.md
-	{ echo "# Benchmark results"; echo; \
-	  echo "Written by \`make bench\` (the latest run of each benchmark). Figures are from one machine; re-run to compare."; \
-	  echo; cat bench/.hashing.md; } > bench/results.md && rm -f bench/.hashing.md
+bench: install  ## benchmarks (own databases and Redis keys); table to stdout and bench/results.md
+	$(BIN)/python -m bench.run --write $(BENCH_ARGS)
 
 lint: install  ## ruff and mypy --strict
 	$(BIN)/ruff check .

@@ -1,0 +1,28 @@
+"""A smoke run of `make bench` with tiny numbers, so the benchmark never rots (figures not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import run
+
+pytestmark = pytest.mark.slow
+
+
+async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
+    text = await run.main(jobs=40, batch=10, latency_seconds=0.2, hashes=4, cheap=4)
+    for row in (
+        "bare ARQ no-op jobs",
+        "provision_user, enqueue → committed row",
+        "SAQ + one raw asyncpg insert per job",
+        "raw asyncpg single-row transactions",
+        "provision_users, batches of 10",
+        "raw INSERT … unnest",
+        "latency p50 at 100 jobs/s",
+        "latency p99 at 100 jobs/s",
+        "peak worker RSS",
+        "pool of",
+        "hashing on the event loop",
+    ):
+        assert row in text
+    assert "| 1 thread |" in text
