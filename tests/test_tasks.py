@@ -234,3 +234,26 @@ async def test_session_factory_is_the_one_built_at_startup(settings: Settings, r
     factory: SessionFactory = worker.ctx["session_factory"]
     assert factory.kw["expire_on_commit"] is False
     assert worker.ctx["engine"].pool.checkedout() == 0  # every job's session was closed
+
+
+async def test_a_bad_row_in_a_group_fails_only_its_own_job(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    async with engine.begin() as conn:  # a row the database refuses, for real
+        await conn.execute(text("ALTER TABLE users ADD CONSTRAINT no_bad CHECK (email NOT LIKE 'bad%')"))
+    try:
+        bad = await client.provision_user(email="bad@example.com", role="member", job_id=new_id())
+        good = [
+            await client.provision_user(email=f"good{i}@example.com", role="member", job_id=new_id())
+            for i in range(10)
+        ]
+        worker = await run_burst(settings)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE users DROP CONSTRAINT no_bad"))
+    assert (worker.jobs_complete, worker.jobs_failed) == (10, 1)
+    with pytest.raises(JobFailed, match="IntegrityError"):
+        await bad.result(timeout=5)
+    assert [(await job.result(timeout=5))["status"] for job in good] == ["created"] * 10
+    assert len(await _users(engine)) == 10

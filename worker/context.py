@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from worker.db.session import SessionFactory
 from worker.passwords import PasswordHashing
 from worker.sealing import KeyRing
+from worker.services.group_commit import ProvisionGroups
 from worker.settings import Settings
 
 
@@ -21,6 +22,7 @@ class WorkerContext(TypedDict, total=False):
     engine: AsyncEngine
     session_factory: SessionFactory
     hashing: PasswordHashing
+    provision_groups: ProvisionGroups | None
     key_ring: KeyRing | None
 
 

@@ -19,6 +19,7 @@ from worker.passwords import PasswordHashing
 from worker.retries import is_transient
 from worker.sealing import KeyRing
 from worker.serialization import deserialize, serialize
+from worker.services.group_commit import ProvisionGroups
 from worker.settings import Settings, get_settings
 from worker.tasks import TASKS
 
@@ -40,6 +41,7 @@ async def startup(ctx: WorkerContext) -> None:
     if not state.at_head:
         raise StartupError(state.describe())
     ctx["session_factory"] = create_session_factory(engine)
+    ctx["provision_groups"] = ProvisionGroups(ctx["session_factory"]) if settings.group_commit else None
     ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None

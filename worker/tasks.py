@@ -27,6 +27,7 @@ from worker.payloads import (
 from worker.retries import backoff_delay, is_transient
 from worker.sealing import SealedPasswordRefused
 from worker.services import users
+from worker.services.group_commit import RunAlone
 from worker.services.outcome import BatchOutcome, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
@@ -76,6 +77,12 @@ async def provision_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResul
     """Ensure an active user with this email and role (and password, when given) exists."""
 
     async def apply(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome:
+        groups = ctx.get("provision_groups")
+        if groups is not None and command.password_sealed is None:
+            try:
+                return await groups.provision(command)
+            except RunAlone:
+                pass
         return await users.provision_user(uow, command, _desired_password(ctx, command))
 
     return await _run(ctx, "provision_user", ProvisionUser, apply, args, kwargs)

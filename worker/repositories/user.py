@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypedDict, Unpack
+from typing import NamedTuple, TypedDict, Unpack
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -32,6 +32,52 @@ _UPSERT_MANY = text(
     RETURNING lower(email) AS email_key, (xmax = 0) AS inserted
     """
 )
+
+
+# The same upsert, for a group of single-user jobs that share one statement (group commit): one
+# row back per input row, in input order, with the user's state and what happened to it. Rows the
+# upsert left alone are read from the statement's snapshot; a row inserted by another transaction
+# after that snapshot comes back with a NULL id, and its job must run again.
+_PROVISION_GROUP = text(
+    """
+    WITH batch AS (
+        SELECT email, role, hashed_password, position
+        FROM unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))
+             WITH ORDINALITY AS batch(email, role, hashed_password, position)
+    ),
+    written AS (
+        INSERT INTO users (email, role, hashed_password)
+        SELECT email, role, hashed_password FROM batch ORDER BY lower(email)
+        ON CONFLICT (lower(email)) DO UPDATE
+        SET role = EXCLUDED.role,
+            hashed_password = COALESCE(EXCLUDED.hashed_password, users.hashed_password),
+            is_active = true,
+            updated_at = now()
+        WHERE users.role IS DISTINCT FROM EXCLUDED.role
+           OR (EXCLUDED.hashed_password IS NOT NULL
+               AND users.hashed_password IS DISTINCT FROM EXCLUDED.hashed_password)
+           OR NOT users.is_active
+        RETURNING id, email, role, is_active, (xmax = 0) AS inserted
+    )
+    SELECT coalesce(w.id, u.id) AS id, coalesce(w.email, u.email) AS email,
+           coalesce(w.role, u.role) AS role, coalesce(w.is_active, u.is_active) AS is_active,
+           CASE WHEN w.id IS NULL THEN 'unchanged' WHEN w.inserted THEN 'created' ELSE 'updated' END AS status
+    FROM batch b
+    LEFT JOIN written w ON lower(w.email) = lower(b.email)
+    LEFT JOIN users u ON lower(u.email) = lower(b.email)
+    ORDER BY b.position
+    """
+)
+
+
+class ProvisionedRow(NamedTuple):
+    """One group member's user after the group's statement (id None: run that job again)."""
+
+    id: int | None
+    email: str | None
+    role: str | None
+    is_active: bool | None
+    status: str
 
 
 class UserSpec(TypedDict):
@@ -114,6 +160,18 @@ class UserRepository(BaseRepository[User]):
             },
         )
         return {row.email_key: bool(row.inserted) for row in result}
+
+    async def provision_group(self, specs: Sequence[UserSpec]) -> list[ProvisionedRow]:
+        """Upsert a group of users (distinct emails) in one statement; one row back per spec, in order."""
+        result = await self.session.execute(
+            _PROVISION_GROUP,
+            {
+                "emails": [spec["email"] for spec in specs],
+                "roles": [spec["role"].value for spec in specs],
+                "hashes": [spec["hashed_password"] for spec in specs],
+            },
+        )
+        return [ProvisionedRow(*row) for row in result]
 
     async def list_users(self, *, limit: int = 100, offset: int = 0) -> Sequence[User]:
         """A page of users in id order."""
