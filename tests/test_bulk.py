@@ -200,9 +200,24 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
     lines = ["email,role"] + [f"p{i}@example.com,member" for i in range(25)] + ["broken,member"]
     users_file.write_text("\n".join(lines) + "\n")
     env = worker_env(settings)
-    command = [sys.executable, "-m", "worker", "import", str(users_file), "--batch-size", "10"]
+    command = [
+        sys.executable,
+        "-m",
+        "worker",
+        "import",
+        str(users_file),
+        "--batch-size",
+        "10",
+        "--job-prefix",
+    ]
     enqueued = subprocess.run(  # noqa: ASYNC221 - the real CLI, briefly
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        [*command, new_id("import")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert enqueued.returncode == 0, enqueued.stderr
     assert json.loads(enqueued.stdout) == {"jobs": 3, "users": 26}
@@ -210,7 +225,12 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
     assert len(await _users(engine)) == 25
 
     waited = subprocess.Popen(  # noqa: ASYNC220
-        [*command, "--wait"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, new_id("import"), "--wait"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     await asyncio.sleep(1.0)
     await run_burst(settings)

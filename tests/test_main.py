@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from arq.connections import ArqRedis
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,8 +33,8 @@ async def _start(database_url: str, **overrides: object) -> WorkerContext:
     return ctx
 
 
-async def test_startup_at_head_builds_the_session_factory(database_url: str) -> None:
-    ctx: WorkerContext = {"settings": make_settings(database_url)}
+async def test_startup_at_head_builds_the_session_factory(database_url: str, redis: ArqRedis) -> None:
+    ctx: WorkerContext = {"settings": make_settings(database_url), "redis": redis}
     await startup(ctx)
     try:
         async with ctx["session_factory"]() as session:
@@ -124,11 +125,11 @@ def test_worker_settings_wire_json_and_the_hooks() -> None:
     assert [f.__name__ for f in WorkerSettings.functions] == [t.__name__ for t in TASKS]  # type: ignore[attr-defined]
 
 
-async def test_startup_waits_for_a_database_that_comes_up(database_url: str) -> None:
+async def test_startup_waits_for_a_database_that_comes_up(database_url: str, redis: ArqRedis) -> None:
     """A release step and a database often start together: startup retries a refused connection."""
     proxy = TcpProxy(make_url(database_url).port or 5432)
     proxied = make_url(database_url).set(port=proxy.port).render_as_string(hide_password=False)
-    ctx: WorkerContext = {"settings": make_settings(proxied, startup_db_wait=20)}
+    ctx: WorkerContext = {"settings": make_settings(proxied, startup_db_wait=20), "redis": redis}
     opener = asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(proxy.start()))
     started = asyncio.get_running_loop().time()
     try:

@@ -7,6 +7,8 @@ import asyncio
 import getpass
 import json
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from arq.jobs import Job
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
-from worker.client import DuplicateJob, ProvisioningClient
+from worker.client import DuplicateJob, ProvisioningClient, connect_redis
 from worker.errors import InvalidPayload
+from worker.health import check_health
 from worker.importing import UnreadableFile, batched, read_users
 from worker.payloads import PAYLOADS
 from worker.serialization import JobFailed
@@ -46,12 +49,42 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--job-id", help="job id (default: a random one); reusing a live id is refused")
         sub.add_argument("--wait", action="store_true", help="wait for the job and print its result")
         sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait")
+    health = commands.add_parser(
+        "health", help="exit 0 only if a live worker serves the queue and the database is at head"
+    )
+    health.add_argument("--json", action="store_true", help="print the findings as JSON")
     bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
     bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
     bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
+    bulk.add_argument(
+        "--job-prefix",
+        help="job ids become PREFIX-<batch number> (default: random); re-running an import with the same "
+        "prefix while its jobs or results live enqueues nothing twice",
+    )
     bulk.add_argument("--wait", action="store_true", help="wait for every batch and print the totals")
     bulk.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
     return parser
+
+
+async def _health(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    redis = await connect_redis(settings)
+    try:
+        report = await check_health(redis, settings)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    if options.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        live = ", ".join(
+            f"{w['id']} (seen {time.time() - float(w['seen']):.1f} s ago)" for w in report.workers
+        )
+        print(
+            f"queue {settings.queue_name}: {len(report.workers)} live worker(s){': ' + live if live else ''}"
+        )
+        print(f"database: {report.database}")
+        print("healthy" if report.ok else "UNHEALTHY")
+    return 0 if report.ok else 1
 
 
 async def _import(options: argparse.Namespace) -> int:
@@ -73,13 +106,21 @@ async def _import(options: argparse.Namespace) -> int:
     async with ProvisioningClient.connect(settings) as client:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console) as progress:
             sending = progress.add_task("enqueueing", total=total)
+            prefix = options.job_prefix or uuid.uuid4().hex
+            skipped = 0
             for number, batch in enumerate(batched(read_users(options.file), size)):
-                jobs.append((number * size, await client.provision_users(batch)))
+                try:
+                    jobs.append(
+                        (number * size, await client.provision_users(batch, job_id=f"{prefix}-{number}"))
+                    )
+                except DuplicateJob:
+                    skipped += 1  # this batch was enqueued by an earlier run of the same import
                 progress.advance(sending, len(batch))
-            if not options.wait:
-                summary: dict[str, object] = {"jobs": len(jobs), "users": total}
-            else:
+            summary: dict[str, object] = {"jobs": len(jobs), "users": total}
+            if options.wait:
                 summary = await _wait_for_batches(jobs, progress, total, options.timeout)
+            if skipped:
+                summary["already_enqueued"] = skipped
     print(json.dumps(summary, sort_keys=True))
     return 1 if summary.get("failed_jobs") else 0
 
@@ -152,4 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_enqueue(options))
     if options.command == "import":
         return asyncio.run(_import(options))
+    if options.command == "health":
+        return asyncio.run(_health(options))
     raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

@@ -8,6 +8,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
+from worker.health import HealthReporter
 from worker.passwords import PasswordHashing
 from worker.sealing import KeyRing
 from worker.services.group_commit import ProvisionGroups
@@ -23,6 +24,7 @@ class WorkerContext(TypedDict, total=False):
     session_factory: SessionFactory
     hashing: PasswordHashing
     provision_groups: ProvisionGroups | None
+    health: HealthReporter
     key_ring: KeyRing | None
 
 

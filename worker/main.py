@@ -13,6 +13,7 @@ from worker.context import WorkerContext
 from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
 from worker.errors import first_line
+from worker.health import HealthReporter
 from worker.hooks import JobHook, contained
 from worker.logs import install_log_redaction
 from worker.passwords import PasswordHashing
@@ -46,6 +47,9 @@ async def startup(ctx: WorkerContext) -> None:
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
     install_log_redaction()
+    reporter = HealthReporter(ctx["redis"], settings)
+    await reporter.start()
+    ctx["health"] = reporter
     logger.info("database %s: %s", settings.database_url_masked, state.describe())
 
 
@@ -84,7 +88,10 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 async def shutdown(ctx: WorkerContext) -> None:
-    """Stop the hashing threads and dispose the engine's connections."""
+    """Delete this worker's health record, stop the hashing threads, dispose the engine."""
+    reporter = ctx.get("health")
+    if reporter is not None:
+        await reporter.stop()
     hashing = ctx.get("hashing")
     if hashing is not None:
         hashing.close()

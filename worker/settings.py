@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     job_timeout: PositiveInt = 10
     max_tries: PositiveInt = 10
     keep_result: Annotated[int, Field(ge=0)] = 3600
-    health_check_interval: PositiveInt = 30
+    health_check_interval: PositiveInt = 5
     poll_delay: Annotated[float, Field(gt=0)] = 0.005
     queue_read_limit: PositiveInt | None = None
     job_completion_wait: Annotated[int, Field(ge=0)] = 20
