@@ -55,6 +55,7 @@ async def cheap_job_latencies(
         redis_url=BENCH_REDIS_URL,
         queue_name=f"bench-{RUN}:hashing",
         seal_keys=key,
+        log_format="off",  # in-process: leave the host's logging alone
         max_jobs=hashing_jobs + 50,
         poll_delay=0.005,
         db_pool_size=20,

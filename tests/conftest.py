@@ -90,6 +90,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "redis_url": TEST_REDIS_URL,
         "queue_name": f"t{RUN_ID}:{uuid.uuid4().hex[:8]}:queue",
         "db_pool_size": 5,
+        "log_format": "off",  # in-process workers leave pytest's log capture alone
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

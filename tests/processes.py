@@ -23,6 +23,7 @@ def worker_env(settings: Settings, **extra: object) -> dict[str, str]:
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "REDIS_URL": settings.redis_url.get_secret_value(),
         "QUEUE_NAME": settings.queue_name,
+        "LOG_FORMAT": "json",
     }
     env.update({name.upper(): str(value) for name, value in extra.items()})
     return env

@@ -34,3 +34,6 @@ class JobContext(WorkerContext, total=False):
     job_id: str
     job_try: int
     score: int
+    job_started: float
+    job_outcome: str
+    job_error_type: str

@@ -15,7 +15,7 @@ from worker.db.session import create_engine, create_session_factory
 from worker.errors import first_line
 from worker.health import HealthReporter
 from worker.hooks import JobHook, contained
-from worker.logs import install_log_redaction
+from worker.logs import configure_logging, install_log_redaction
 from worker.passwords import PasswordHashing
 from worker.retries import is_transient
 from worker.sealing import KeyRing
@@ -46,6 +46,7 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
+    configure_logging(settings.log_format)
     install_log_redaction()
     reporter = HealthReporter(ctx["redis"], settings)
     await reporter.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 from worker.context import JobContext
 from worker.db.session import db_session
 from worker.errors import GaveUp, InvalidPayload, first_line
+from worker.logs import log_job_event
 from worker.passwords import DesiredPassword, GivenHash, UnsealedPassword
 from worker.payloads import (
     DeactivateUser,
@@ -40,6 +42,33 @@ Service = Callable[[UnitOfWork, PayloadT], Awaitable[UserOutcome | BatchOutcome]
 
 
 async def _run(
+    ctx: JobContext,
+    function: str,
+    model: type[PayloadT],
+    service: Service[PayloadT],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> JobResult:
+    ctx["job_started"] = time.perf_counter()
+    try:
+        result = await _attempt(ctx, function, model, service, args, kwargs)
+    except Retry as retry:
+        ctx["job_outcome"], ctx["job_error_type"] = "retried", type(retry.__cause__).__name__
+        raise
+    except asyncio.CancelledError:
+        ctx["job_outcome"] = "cancelled"
+        raise
+    except Exception as error:
+        ctx["job_outcome"], ctx["job_error_type"] = "failed", type(error).__name__
+        raise
+    else:
+        ctx["job_outcome"] = "succeeded"
+        return result
+    finally:
+        log_job_event(ctx, function)
+
+
+async def _attempt(
     ctx: JobContext,
     function: str,
     model: type[PayloadT],
