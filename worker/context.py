@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +25,7 @@ class WorkerContext(TypedDict, total=False):
     hashing: PasswordHashing
     provision_groups: ProvisionGroups | None
     health: HealthReporter
+    metrics_server: Any
     key_ring: KeyRing | None
 
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import Pool
 
+from worker import metrics
 from worker.db.migrations import schema_state
 from worker.db.session import create_engine
 from worker.errors import first_line
@@ -35,10 +37,12 @@ def record_prefix(queue_name: str) -> str:
 class HealthReporter:
     """Keeps this worker's record fresh until stopped."""
 
-    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+    def __init__(self, redis: ArqRedis, settings: Settings, pool: Pool | None = None) -> None:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.key = record_prefix(settings.queue_name) + self.worker_id
         self._redis = redis
+        self._pool = pool
+        self._queue = settings.queue_name
         self._interval = settings.health_check_interval
         self._started = time.time()
         self._task: asyncio.Task[None] | None = None
@@ -64,6 +68,9 @@ class HealthReporter:
                 await self._write()
 
     async def _write(self) -> None:
+        metrics.QUEUE_DEPTH.set(await self._redis.zcard(self._queue))
+        if self._pool is not None:
+            metrics.DB_POOL_CHECKED_OUT.set(self._pool.checkedout())  # type: ignore[attr-defined]
         record = {
             "id": self.worker_id,
             "host": socket.gethostname(),

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from worker import metrics
 from worker.context import WorkerContext
 from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
@@ -48,9 +49,11 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
     configure_logging(settings.log_format)
     install_log_redaction()
-    reporter = HealthReporter(ctx["redis"], settings)
+    reporter = HealthReporter(ctx["redis"], settings, engine.pool)
     await reporter.start()
     ctx["health"] = reporter
+    if settings.metrics_port is not None:
+        ctx["metrics_server"] = metrics.serve(settings.metrics_port)
     logger.info("database %s: %s", settings.database_url_masked, state.describe())
 
 
@@ -93,6 +96,9 @@ async def shutdown(ctx: WorkerContext) -> None:
     reporter = ctx.get("health")
     if reporter is not None:
         await reporter.stop()
+    server = ctx.get("metrics_server")
+    if server is not None:
+        server.shutdown()
     hashing = ctx.get("hashing")
     if hashing is not None:
         hashing.close()

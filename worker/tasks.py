@@ -11,6 +11,7 @@ from typing import Any
 from arq.worker import Retry
 from pydantic import SecretStr
 
+from worker import metrics
 from worker.context import JobContext
 from worker.db.session import db_session
 from worker.errors import GaveUp, InvalidPayload, first_line
@@ -49,7 +50,9 @@ async def _run(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
 ) -> JobResult:
-    ctx["job_started"] = time.perf_counter()
+    ctx["job_started"] = started = time.perf_counter()
+    metrics.JOBS_STARTED.labels(function).inc()
+    metrics.JOBS_IN_PROGRESS.inc()
     try:
         result = await _attempt(ctx, function, model, service, args, kwargs)
     except Retry as retry:
@@ -65,6 +68,8 @@ async def _run(
         ctx["job_outcome"] = "succeeded"
         return result
     finally:
+        metrics.JOBS_IN_PROGRESS.dec()
+        metrics.record_job(ctx, function, time.perf_counter() - started)
         log_job_event(ctx, function)
 
 

@@ -1,0 +1,56 @@
+"""Prometheus metrics, served by the worker on METRICS_PORT (off unless set)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS_STARTED = Counter(
+    "provisioning_jobs_started", "Jobs started, by function", ["function"], registry=REGISTRY
+)
+JOBS_SUCCEEDED = Counter(
+    "provisioning_jobs_succeeded", "Jobs that succeeded", ["function"], registry=REGISTRY
+)
+JOBS_FAILED = Counter(
+    "provisioning_jobs_failed", "Jobs that failed for good", ["function", "error_type"], registry=REGISTRY
+)
+JOBS_RETRIED = Counter(
+    "provisioning_jobs_retried", "Job runs ending in a retry", ["function", "error_type"], registry=REGISTRY
+)
+JOB_DURATION = Histogram(
+    "provisioning_job_duration_seconds",
+    "Time in the task, by function",
+    ["function"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOBS_IN_PROGRESS = Gauge("provisioning_jobs_in_progress", "Jobs running in this worker", registry=REGISTRY)
+QUEUE_DEPTH = Gauge(
+    "provisioning_queue_depth", "Jobs waiting in the queue (incl. deferred)", registry=REGISTRY
+)
+DB_POOL_CHECKED_OUT = Gauge(
+    "provisioning_db_pool_checked_out", "Database connections in use by this worker", registry=REGISTRY
+)
+
+
+def serve(port: int) -> Any:
+    """Serve /metrics on `port`; returns the server (call .shutdown() to stop)."""
+    server, _thread = start_http_server(port, registry=REGISTRY)
+    return server
+
+
+def record_job(ctx: Mapping[str, object], function: str, seconds: float) -> None:
+    """Count one finished task run by its outcome."""
+    outcome = ctx.get("job_outcome")
+    error_type = str(ctx.get("job_error_type") or "")
+    JOB_DURATION.labels(function).observe(seconds)
+    if outcome == "succeeded":
+        JOBS_SUCCEEDED.labels(function).inc()
+    elif outcome == "retried":
+        JOBS_RETRIED.labels(function, error_type).inc()
+    elif outcome == "failed":
+        JOBS_FAILED.labels(function, error_type).inc()
