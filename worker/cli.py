@@ -16,11 +16,14 @@ from typing import Any
 from arq.jobs import Job
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
+from rich.table import Table
 
 from worker.client import DuplicateJob, ProvisioningClient, connect_redis
 from worker.errors import InvalidPayload
+from worker.failures import failed_job, failed_jobs
 from worker.health import check_health
 from worker.importing import UnreadableFile, batched, read_users
+from worker.inspect import job_report, queue_status
 from worker.payloads import PAYLOADS
 from worker.serialization import JobFailed
 from worker.settings import get_settings
@@ -53,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="exit 0 only if a live worker serves the queue and the database is at head"
     )
     health.add_argument("--json", action="store_true", help="print the findings as JSON")
+    status = commands.add_parser(
+        "status", help="queue depth, deferred and running jobs, live workers, recent failures"
+    )
+    status.add_argument("--json", action="store_true")
+    job = commands.add_parser("job", help="one job's state, tries, and result or error")
+    job.add_argument("job_id")
+    job.add_argument("--json", action="store_true")
+    failed = commands.add_parser(
+        "failed", help="failed jobs, newest first (kept FAILED_JOB_RETENTION seconds)"
+    )
+    failed.add_argument("--limit", type=int, default=50)
+    failed.add_argument("--json", action="store_true")
+    retry = commands.add_parser("retry", help="enqueue a failed job again, same arguments, new id")
+    retry.add_argument("job_id")
+    retry.add_argument("--new-job-id", help="id for the new job (default: a random one)")
+    retry.add_argument("--json", action="store_true")
     bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
     bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
     bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
@@ -64,6 +83,67 @@ def _parser() -> argparse.ArgumentParser:
     bulk.add_argument("--wait", action="store_true", help="wait for every batch and print the totals")
     bulk.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
     return parser
+
+
+async def _inspect(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    console = Console()
+    async with ProvisioningClient.connect(settings) as client:
+        redis = client.redis
+        if options.command == "status":
+            data: Any = await queue_status(redis, settings)
+            if not options.json:
+                table = Table(title=f"queue {data['queue']}")
+                for name in ("queued", "deferred", "in_progress", "live_workers"):
+                    table.add_column(name.replace("_", " "), justify="right")
+                table.add_row(*(str(data[n]) for n in ("queued", "deferred", "in_progress", "live_workers")))
+                console.print(table)
+                console.print(_failures_table(data["recent_failures"], "recent failures"))
+        elif options.command == "job":
+            data = await job_report(redis, settings, options.job_id)
+            if not options.json:
+                for key, value in data.items():
+                    console.print(f"[bold]{key}[/bold]: {value}")
+        elif options.command == "failed":
+            data = await failed_jobs(redis, settings.queue_name, limit=options.limit)
+            if not options.json:
+                console.print(_failures_table(data, f"failed jobs on {settings.queue_name}"))
+        else:  # retry
+            failure = await failed_job(redis, settings.queue_name, options.job_id)
+            if failure is None:
+                print(
+                    f"error: no failed job {options.job_id} is kept (FAILED_JOB_RETENTION)", file=sys.stderr
+                )
+                return 2
+            try:
+                new = await client.enqueue(
+                    failure["function"], job_id=options.new_job_id, **failure["arguments"]
+                )
+            except (InvalidPayload, DuplicateJob) as error:
+                print(f"error: cannot retry: {error}", file=sys.stderr)
+                return 2
+            data = {"retried": options.job_id, "job_id": new.job_id, "function": failure["function"]}
+            if not options.json:
+                print(f"enqueued {failure['function']} again as job {new.job_id} (was {options.job_id})")
+    if options.json:
+        print(json.dumps(data, sort_keys=True, default=str))
+    return 0
+
+
+def _failures_table(failures: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("failed at", "job id", "function", "try", "error"):
+        table.add_column(column, no_wrap=column != "error")
+    for failure in failures:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(failure["failed_at"])))
+        table.add_row(
+            when,
+            failure["job_id"],
+            failure["function"],
+            str(failure["try"]),
+            f"{failure['error_type']}: {failure['message']}",
+        )
+    return table
 
 
 async def _health(options: argparse.Namespace) -> int:
@@ -195,4 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_import(options))
     if options.command == "health":
         return asyncio.run(_health(options))
+    if options.command in {"status", "job", "failed", "retry"}:
+        return asyncio.run(_inspect(options))
     raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

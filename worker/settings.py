@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     job_timeout: PositiveInt = 10
     max_tries: PositiveInt = 10
     keep_result: Annotated[int, Field(ge=0)] = 3600
+    failed_job_retention: PositiveInt = 7 * 24 * 3600
     health_check_interval: PositiveInt = 5
     poll_delay: Annotated[float, Field(gt=0)] = 0.005
     queue_read_limit: PositiveInt | None = None

@@ -15,6 +15,7 @@ from worker import metrics
 from worker.context import JobContext
 from worker.db.session import db_session
 from worker.errors import GaveUp, InvalidPayload, first_line
+from worker.failures import record_failure
 from worker.logs import log_job_event
 from worker.passwords import DesiredPassword, GivenHash, UnsealedPassword
 from worker.payloads import (
@@ -63,6 +64,7 @@ async def _run(
         raise
     except Exception as error:
         ctx["job_outcome"], ctx["job_error_type"] = "failed", type(error).__name__
+        await _keep_failure(ctx, function, error, kwargs)
         raise
     else:
         ctx["job_outcome"] = "succeeded"
@@ -71,6 +73,27 @@ async def _run(
         metrics.JOBS_IN_PROGRESS.dec()
         metrics.record_job(ctx, function, time.perf_counter() - started)
         log_job_event(ctx, function)
+
+
+async def _keep_failure(ctx: JobContext, function: str, error: Exception, kwargs: Mapping[str, Any]) -> None:
+    """Record a failed job for `python -m worker failed` / `retry`; never fails the job twice."""
+    redis, settings = ctx.get("redis"), ctx.get("settings")
+    if redis is None or settings is None:
+        return
+    try:
+        await record_failure(
+            redis,
+            settings.queue_name,
+            job_id=str(ctx.get("job_id")),
+            function=function,
+            job_try=int(ctx.get("job_try", 1)),
+            error_type=type(error).__name__,
+            message=str(error),
+            arguments=kwargs,
+            retention=settings.failed_job_retention,
+        )
+    except Exception:
+        logger.exception("could not record the failure of job %s", ctx.get("job_id"))
 
 
 async def _attempt(

@@ -1,0 +1,101 @@
+"""`python -m worker status | job | failed | retry` against a real worker, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
+
+from tests.conftest import new_id
+from tests.processes import ROOT, start_worker, stop, wait_until, worker_env
+from worker.client import ProvisioningClient
+from worker.failures import failed_key
+from worker.serialization import JobFailed
+from worker.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
+
+
+async def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        cwd=ROOT,
+        env={**worker_env(settings), "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return subprocess.CompletedProcess(list(args), process.returncode or 0, out.decode(), err.decode())
+
+
+async def test_a_failed_job_is_listed_inspected_and_retried_to_success(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        failing = await client.set_user_role(email="later@example.com", role="admin", job_id=new_id())
+        with pytest.raises(JobFailed, match="UserNotFound"):
+            await failing.result(timeout=30)
+        await wait_until(lambda: _kept(redis, settings, failing.job_id), within=10, what="the failure record")
+
+        failed = json.loads((await _cli(settings, "failed", "--json")).stdout)
+        assert [(f["job_id"], f["function"], f["error_type"]) for f in failed] == [
+            (failing.job_id, "set_user_role", "UserNotFound")
+        ]
+        report = json.loads((await _cli(settings, "job", failing.job_id, "--json")).stdout)
+        assert (report["state"], report["success"], report["tries"]) == ("complete", False, 1)
+        assert "no user with email later@example.com" in report["error"]
+        human = await _cli(settings, "failed")
+        assert failing.job_id in human.stdout
+        assert "UserNotFound" in human.stdout
+
+        created = await client.provision_user(email="later@example.com", role="viewer", job_id=new_id())
+        await created.result(timeout=30)
+        again_id = new_id()
+        retried = json.loads(
+            (await _cli(settings, "retry", failing.job_id, "--new-job-id", again_id, "--json")).stdout
+        )
+        assert retried["retried"] == failing.job_id
+        assert retried["job_id"] == again_id
+        assert (await client.job(retried["job_id"]).result(timeout=30))["status"] == "updated"
+
+        status = json.loads((await _cli(settings, "status", "--json")).stdout)
+        assert (status["queued"], status["in_progress"], status["live_workers"]) == (0, 0, 1)
+        assert [f["job_id"] for f in status["recent_failures"]] == [failing.job_id]
+    finally:
+        stop(worker)
+
+
+async def _kept(redis: ArqRedis, settings: Settings, job_id: str) -> bool:
+    return bool(await redis.exists(failed_key(settings.queue_name, job_id)))
+
+
+async def test_failures_are_kept_longer_than_results(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    worker = start_worker(settings, tmp_path / "worker.log", keep_result=60, failed_job_retention=86_400)
+    try:
+        job = await client.set_user_role(email="ghost@example.com", role="admin", job_id=new_id())
+        with pytest.raises(JobFailed):
+            await job.result(timeout=30)
+        await wait_until(lambda: _kept(redis, settings, job.job_id), within=10, what="the failure record")
+    finally:
+        stop(worker)
+    assert await redis.ttl(f"arq:result:{job.job_id}") <= 60
+    assert await redis.ttl(failed_key(settings.queue_name, job.job_id)) > 86_000
+
+
+async def test_retrying_an_unknown_job_says_so(settings: Settings, redis: ArqRedis) -> None:
+    done = await _cli(settings, "retry", "no-such-job")
+    assert done.returncode == 2
+    assert "no failed job no-such-job is kept" in done.stderr

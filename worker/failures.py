@@ -1,0 +1,65 @@
+"""Failed jobs kept for inspection and replay longer than ARQ keeps results (FAILED_JOB_RETENTION)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from arq.connections import ArqRedis
+
+
+def failed_index(queue_name: str) -> str:
+    """Sorted set of failed job ids, scored by failure time."""
+    return f"{queue_name}:failed"
+
+
+def failed_key(queue_name: str, job_id: str) -> str:
+    """The record of one failed job."""
+    return f"{queue_name}:failed:{job_id}"
+
+
+async def record_failure(
+    redis: ArqRedis,
+    queue_name: str,
+    *,
+    job_id: str,
+    function: str,
+    job_try: int,
+    error_type: str,
+    message: str,
+    arguments: Mapping[str, Any],
+    retention: int,
+) -> None:
+    """Keep a failed job (with its arguments, for `retry`) for `retention` seconds."""
+    now = time.time()
+    record = {
+        "job_id": job_id,
+        "function": function,
+        "try": job_try,
+        "error_type": error_type,
+        "message": message,
+        "failed_at": now,
+        "arguments": dict(arguments),
+    }
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(failed_key(queue_name, job_id), json.dumps(record, default=str), ex=retention)
+        pipe.zadd(failed_index(queue_name), {job_id: now})
+        pipe.zremrangebyscore(failed_index(queue_name), "-inf", now - retention)
+        await pipe.execute()
+
+
+async def failed_jobs(redis: ArqRedis, queue_name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest failed jobs first."""
+    ids: Sequence[bytes] = await redis.zrevrange(failed_index(queue_name), 0, limit - 1)
+    if not ids:
+        return []
+    raw = await redis.mget([failed_key(queue_name, job_id.decode()) for job_id in ids])
+    return [json.loads(r) for r in raw if r is not None]
+
+
+async def failed_job(redis: ArqRedis, queue_name: str, job_id: str) -> dict[str, Any] | None:
+    """One failed job's record, if still kept."""
+    raw = await redis.get(failed_key(queue_name, job_id))
+    return None if raw is None else dict(json.loads(raw))
