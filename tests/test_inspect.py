@@ -99,3 +99,27 @@ async def test_retrying_an_unknown_job_says_so(settings: Settings, redis: ArqRed
     done = await _cli(settings, "retry", "no-such-job")
     assert done.returncode == 2
     assert "no failed job no-such-job is kept" in done.stderr
+
+
+async def test_a_failed_job_with_a_password_is_kept_without_it_and_not_retried(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    token = "gAAAAA" + "Q" * 140  # sealed with no key the worker holds: fails
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        job = await client.enqueue(
+            "provision_user", job_id=new_id(), email="pw@example.com", role="admin", password_sealed=token
+        )
+        with pytest.raises(JobFailed):
+            await job.result(timeout=30)
+        await wait_until(lambda: _kept(redis, settings, job.job_id), within=10, what="the failure record")
+    finally:
+        stop(worker)
+    raw = await redis.get(failed_key(settings.queue_name, job.job_id))
+    assert raw is not None
+    assert token.encode() not in raw
+    assert json.loads(raw)["arguments"] == {"email": "pw@example.com", "role": "admin"}
+    refused = await _cli(settings, "retry", job.job_id)
+    assert refused.returncode == 2
+    assert "carried a password, which is never kept" in refused.stderr

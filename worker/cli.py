@@ -115,6 +115,13 @@ async def _inspect(options: argparse.Namespace) -> int:
                     f"error: no failed job {options.job_id} is kept (FAILED_JOB_RETENTION)", file=sys.stderr
                 )
                 return 2
+            if failure.get("password_dropped"):
+                print(
+                    f"error: job {options.job_id} carried a password, which is never kept: "
+                    "enqueue it again from its source",
+                    file=sys.stderr,
+                )
+                return 2
             try:
                 new = await client.enqueue(
                     failure["function"], job_id=options.new_job_id, **failure["arguments"]

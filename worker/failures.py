@@ -9,6 +9,28 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+SECRET_FIELDS = frozenset({"password_hash", "password_sealed"})
+
+
+def _without_secrets(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The arguments minus any password field (batch entries included), and whether any was dropped."""
+    dropped = False
+    kept: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if name in SECRET_FIELDS:
+            dropped = True
+        elif name == "users" and isinstance(value, list):
+            entries = []
+            for entry in value:
+                if isinstance(entry, dict) and SECRET_FIELDS & entry.keys():
+                    dropped = True
+                    entry = {k: v for k, v in entry.items() if k not in SECRET_FIELDS}
+                entries.append(entry)
+            kept[name] = entries
+        else:
+            kept[name] = value
+    return kept, dropped
+
 
 def failed_index(queue_name: str) -> str:
     """Sorted set of failed job ids, scored by failure time."""
@@ -32,8 +54,9 @@ async def record_failure(
     arguments: Mapping[str, Any],
     retention: int,
 ) -> None:
-    """Keep a failed job (with its arguments, for `retry`) for `retention` seconds."""
+    """Keep a failed job for `retention` seconds: its arguments (for `retry`) minus passwords."""
     now = time.time()
+    kept, dropped = _without_secrets(arguments)
     record = {
         "job_id": job_id,
         "function": function,
@@ -41,7 +64,8 @@ async def record_failure(
         "error_type": error_type,
         "message": message,
         "failed_at": now,
-        "arguments": dict(arguments),
+        "arguments": kept,
+        "password_dropped": dropped,
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(failed_key(queue_name, job_id), json.dumps(record, default=str), ex=retention)
