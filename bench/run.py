@@ -335,10 +335,13 @@ def report(rows: list[Row], jobs: int, batch: int, latency_seconds: float) -> st
 
 async def main(jobs: int, batch: int, latency_seconds: float, hashes: int, cheap: int) -> str:
     """Run everything; return the Markdown report."""
-    rows = await measure(jobs, batch, latency_seconds)
-    sections = [report(rows, jobs, batch, latency_seconds)]
-    if hashes:
-        sections.append(await hashing.main(hashes, cheap))
+    try:
+        rows = await measure(jobs, batch, latency_seconds)
+        sections = [report(rows, jobs, batch, latency_seconds)]
+        if hashes:
+            sections.append(await hashing.main(hashes, cheap))
+    finally:
+        await _cleanup()  # results written while a worker was shutting down included
     return "\n\n".join(sections)
 
 
