@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,34 @@ async def user_counts(engine: AsyncEngine) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@dataclass
+class Tally:
+    """A burst's end state: jobs, how many succeeded and ran more than once, rows lost or doubled."""
+
+    jobs: int
+    succeeded: int
+    rerun: int
+    rows: int
+    distinct_rows: int
+    lost: int
+
+    @classmethod
+    async def of(
+        cls, redis: ArqRedis, engine: AsyncEngine, job_ids: Sequence[str], emails: set[str]
+    ) -> Tally:
+        records = await results(redis, job_ids)
+        succeeded = [r for r in records if r is not None and r["s"] is True]
+        rows, distinct_rows = await user_counts(engine)
+        rerun = sum(1 for r in succeeded if int(r["t"]) > 1)  # type: ignore[call-overload]
+        return cls(len(job_ids), len(succeeded), rerun, rows, distinct_rows, len(emails) - distinct_rows)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.jobs} jobs, {self.rerun} ran more than once, succeeded {self.succeeded}, "
+            f"lost {self.lost}, duplicated {self.rows - self.distinct_rows}"
+        )
+
+
 async def all_done(redis: ArqRedis, job_ids: Sequence[str]) -> bool:
     return all(r is not None for r in await results(redis, job_ids))
 
@@ -91,17 +120,10 @@ async def test_sigkill_mid_burst_loses_and_doubles_nothing(
     finally:
         stop(worker)
 
-    records = await results(redis, job_ids)
-    succeeded = [r for r in records if r is not None and r["s"] is True]
-    reruns = sum(1 for r in succeeded if int(r["t"]) > 1)  # type: ignore[call-overload]
-    rows, distinct_rows = await user_counts(engine)
-    print(
-        f"\nSIGKILL: {len(job_ids)} jobs, {len(emails)} distinct emails, {kills} kills, "
-        f"{reruns} jobs re-run; "
-        f"succeeded {len(succeeded)}, lost {len(emails) - distinct_rows}, duplicated {rows - distinct_rows}"
-    )
-    assert len(succeeded) == len(job_ids)
-    assert rows == distinct_rows == len(emails)
+    tally = await Tally.of(redis, engine, job_ids, emails)
+    print(f"\nSIGKILL: {len(emails)} distinct emails, {kills} kills; {tally}")
+    assert tally.succeeded == len(job_ids)
+    assert tally.rows == tally.distinct_rows == len(emails)
 
 
 async def _users_at_least(engine: AsyncEngine, count: int) -> bool:
@@ -243,18 +265,12 @@ async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
     finally:
         stop(worker)
 
-    records = await results(redis, job_ids)
-    succeeded = [r for r in records if r is not None and r["s"] is True]
-    retried = sum(1 for r in succeeded if int(r["t"]) > 1)  # type: ignore[call-overload]
-    rows, distinct_rows = await user_counts(engine)
-    print(
-        f"\nPostgreSQL {outage}: {len(job_ids)} jobs, outages {done}; {retried} jobs needed a retry; "
-        f"succeeded {len(succeeded)}, lost {len(emails) - distinct_rows}, duplicated {rows - distinct_rows}"
-    )
-    assert len(succeeded) == len(job_ids)
+    tally = await Tally.of(redis, engine, job_ids, emails)
+    print(f"\nPostgreSQL {outage}: outages {done}; {tally}")
+    assert tally.succeeded == len(job_ids)
     if outage == "restart" and CAN_RESTART:
-        assert retried > 0  # a restart always hits jobs in flight (terminating idle backends may not)
-    assert rows == distinct_rows == len(emails)
+        assert tally.rerun > 0  # a restart always hits jobs in flight (terminating idle backends may not)
+    assert tally.rows == tally.distinct_rows == len(emails)
 
 
 async def test_a_failing_per_job_hook_is_logged_and_contained(

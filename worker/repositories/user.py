@@ -14,12 +14,7 @@ from worker.repositories.base import BaseRepository
 # One statement for a whole batch: unnest the columns, insert, and on a case-insensitive email
 # conflict update only rows that differ. RETURNING lists the rows written; (xmax = 0) is true for
 # rows this statement inserted and false for rows it updated (PostgreSQL sets xmax on update).
-_UPSERT_MANY = text(
-    """
-    INSERT INTO users (email, role, hashed_password)
-    SELECT email, role, hashed_password
-    FROM unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))
-         AS batch(email, role, hashed_password)
+_ON_EMAIL_CONFLICT = """
     ON CONFLICT (lower(email)) DO UPDATE
     SET role = EXCLUDED.role,
         hashed_password = COALESCE(EXCLUDED.hashed_password, users.hashed_password),
@@ -29,8 +24,17 @@ _UPSERT_MANY = text(
        OR (EXCLUDED.hashed_password IS NOT NULL
            AND users.hashed_password IS DISTINCT FROM EXCLUDED.hashed_password)
        OR NOT users.is_active
+"""
+_UNNEST_COLUMNS = "unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))"
+
+_UPSERT_MANY = text(
+    f"""
+    INSERT INTO users (email, role, hashed_password)
+    SELECT email, role, hashed_password
+    FROM {_UNNEST_COLUMNS} AS batch(email, role, hashed_password)
+    {_ON_EMAIL_CONFLICT}
     RETURNING lower(email) AS email_key, (xmax = 0) AS inserted
-    """
+    """  # noqa: S608 - constant SQL fragments, no input
 )
 
 
@@ -39,24 +43,15 @@ _UPSERT_MANY = text(
 # upsert left alone are read from the statement's snapshot; a row inserted by another transaction
 # after that snapshot comes back with a NULL id, and its job must run again.
 _PROVISION_GROUP = text(
-    """
+    f"""
     WITH batch AS (
         SELECT email, role, hashed_password, position
-        FROM unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))
-             WITH ORDINALITY AS batch(email, role, hashed_password, position)
+        FROM {_UNNEST_COLUMNS} WITH ORDINALITY AS batch(email, role, hashed_password, position)
     ),
     written AS (
         INSERT INTO users (email, role, hashed_password)
         SELECT email, role, hashed_password FROM batch ORDER BY lower(email)
-        ON CONFLICT (lower(email)) DO UPDATE
-        SET role = EXCLUDED.role,
-            hashed_password = COALESCE(EXCLUDED.hashed_password, users.hashed_password),
-            is_active = true,
-            updated_at = now()
-        WHERE users.role IS DISTINCT FROM EXCLUDED.role
-           OR (EXCLUDED.hashed_password IS NOT NULL
-               AND users.hashed_password IS DISTINCT FROM EXCLUDED.hashed_password)
-           OR NOT users.is_active
+        {_ON_EMAIL_CONFLICT}
         RETURNING id, email, role, is_active, (xmax = 0) AS inserted
     )
     SELECT coalesce(w.id, u.id) AS id, coalesce(w.email, u.email) AS email,
@@ -66,7 +61,7 @@ _PROVISION_GROUP = text(
     LEFT JOIN written w ON lower(w.email) = lower(b.email)
     LEFT JOIN users u ON lower(u.email) = lower(b.email)
     ORDER BY b.position
-    """
+    """  # noqa: S608 - constant SQL fragments, no input
 )
 
 
