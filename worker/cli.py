@@ -23,7 +23,7 @@ from worker.errors import InvalidPayload
 from worker.failures import failed_job, failed_jobs
 from worker.health import check_health
 from worker.importing import UnreadableFile, batched, read_users
-from worker.inspect import job_report, queue_status
+from worker.inspection import job_report, queue_status
 from worker.payloads import PAYLOADS
 from worker.serialization import JobFailed
 from worker.settings import get_settings

@@ -25,10 +25,7 @@ async def queue_status(redis: ArqRedis, settings: Settings) -> dict[str, Any]:
         total, deferred, ready = await pipe.execute()
     in_progress = 0
     if ready:
-        flags = (
-            await redis.exists(*[f"arq:in-progress:{job_id.decode()}" for job_id in ready]) if ready else 0
-        )
-        in_progress = int(flags)
+        in_progress = int(await redis.exists(*[f"arq:in-progress:{job_id.decode()}" for job_id in ready]))
     workers = [key async for key in redis.scan_iter(match=record_prefix(queue) + "*", count=1000)]
     return {
         "queue": queue,
