@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from worker.db.models import Role
+from worker.emails import Email
 from worker.errors import InvalidPayload
 from worker.security import (
     ARGON2ID_FORMAT,
@@ -63,7 +64,7 @@ class Payload(BaseModel):
 class UserRef(Payload):
     """Arguments naming one user by email (any letter case)."""
 
-    email: EmailStr
+    email: Email
 
 
 class ProvisionUser(UserRef):
@@ -111,7 +112,7 @@ BULK_HARD_LIMIT = 10_000
 class BulkUser(Payload):
     """One entry of a `provision_users` batch: as `provision_user`, without sealed passwords."""
 
-    email: EmailStr
+    email: Email
     role: RoleName
     password_hash: Argon2idHash | None = None
 
