@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from worker.db.models import Role
@@ -160,25 +168,33 @@ def parse_payload(
         raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None
 
 
+_BULK_USERS = TypeAdapter(list[BulkUser])
+
+
 def parse_bulk_entries(entries: Sequence[Any]) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
     """Validate each batch entry: (index, entry) for the valid ones, and {index, error} for the rest.
 
     An email that already appeared earlier in the batch (in any letter case) is rejected: one
-    batch states each user once.
+    batch states each user once. Rejections come in index order.
     """
+    parsed: list[tuple[int, BulkUser]]
+    problems: list[tuple[int, str]] = []
+    try:
+        parsed = list(enumerate(_BULK_USERS.validate_python(entries)))  # the usual case, in one call
+    except ValidationError:
+        parsed = []
+        for index, entry in enumerate(entries):
+            try:
+                parsed.append((index, BulkUser.model_validate(entry)))
+            except ValidationError as error:
+                problems.append((index, describe_validation_error(error)))
     valid: list[tuple[int, BulkUser]] = []
-    rejected: list[dict[str, object]] = []
     first_seen: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        try:
-            user = BulkUser.model_validate(entry)
-        except ValidationError as error:
-            rejected.append({"index": index, "error": describe_validation_error(error)})
-            continue
+    for index, user in parsed:
         key = user.email.lower()
         if key in first_seen:
-            rejected.append({"index": index, "error": f"email: duplicate of entry {first_seen[key]}"})
-            continue
-        first_seen[key] = index
-        valid.append((index, user))
-    return valid, rejected
+            problems.append((index, f"email: duplicate of entry {first_seen[key]}"))
+        else:
+            first_seen[key] = index
+            valid.append((index, user))
+    return valid, [{"index": index, "error": error} for index, error in sorted(problems)]

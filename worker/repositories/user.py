@@ -29,11 +29,16 @@ _UNNEST_COLUMNS = "unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]),
 
 _UPSERT_MANY = text(
     f"""
-    INSERT INTO users (email, role, hashed_password)
-    SELECT email, role, hashed_password
-    FROM {_UNNEST_COLUMNS} AS batch(email, role, hashed_password)
-    {_ON_EMAIL_CONFLICT}
-    RETURNING lower(email) AS email_key, (xmax = 0) AS inserted
+    WITH written AS (
+        INSERT INTO users (email, role, hashed_password)
+        SELECT email, role, hashed_password
+        FROM {_UNNEST_COLUMNS} AS batch(email, role, hashed_password)
+        ORDER BY lower(email)
+        {_ON_EMAIL_CONFLICT}
+        RETURNING (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS updated
+    FROM written
     """  # noqa: S608 - constant SQL fragments, no input
 )
 
@@ -73,6 +78,13 @@ class ProvisionedRow(NamedTuple):
     role: str | None
     is_active: bool | None
     status: str
+
+
+class UpsertCounts(NamedTuple):
+    """Rows a batch upsert wrote; the rest of the batch already held."""
+
+    created: int
+    updated: int
 
 
 class UserSpec(TypedDict):
@@ -139,22 +151,21 @@ class UserRepository(BaseRepository[User]):
         """Delete `user` and flush."""
         await self.delete(user)
 
-    async def upsert_users(self, specs: Sequence[UserSpec]) -> dict[str, bool]:
-        """Ensure every spec holds, in one statement; returns {lower(email): inserted} for rows written.
+    async def upsert_users(self, specs: Sequence[UserSpec]) -> UpsertCounts:
+        """Ensure every spec holds, in one statement; how many rows it inserted and updated.
 
         Emails must be distinct (case-insensitively). Rows are written in email order, so that
         concurrent batches lock rows in the same order and cannot deadlock each other.
         """
-        ordered = sorted(specs, key=lambda spec: spec["email"].lower())
         result = await self.session.execute(
             _UPSERT_MANY,
             {
-                "emails": [spec["email"] for spec in ordered],
-                "roles": [spec["role"].value for spec in ordered],
-                "hashes": [spec["hashed_password"] for spec in ordered],
+                "emails": [spec["email"] for spec in specs],
+                "roles": [spec["role"].value for spec in specs],
+                "hashes": [spec["hashed_password"] for spec in specs],
             },
         )
-        return {row.email_key: bool(row.inserted) for row in result}
+        return UpsertCounts(*result.one())
 
     async def provision_group(self, specs: Sequence[UserSpec]) -> list[ProvisionedRow]:
         """Upsert a group of users (distinct emails) in one statement; one row back per spec, in order."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from worker.db.models import Role
+from worker.db.models import ROLES
 from worker.db.session import SessionFactory, db_session
 from worker.payloads import ProvisionUser
 from worker.repositories.user import UserSpec
@@ -78,7 +78,7 @@ class ProvisionGroups:
         specs: list[UserSpec] = [
             {
                 "email": w.command.email,
-                "role": Role(w.command.role),
+                "role": ROLES[w.command.role],
                 "hashed_password": w.command.password_hash,
             }
             for w in group

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.db.models import Role, User
+from worker.db.models import ROLES, User
 from worker.errors import UserNotFound
 from worker.passwords import DesiredPassword, GivenHash
 from worker.payloads import BulkUser, DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
@@ -70,16 +70,14 @@ async def provision_users(
 ) -> BatchOutcome:
     """Ensure every valid entry of a batch holds, in one transaction; `rejected` entries are reported."""
     specs: list[UserSpec] = [
-        {"email": user.email, "role": Role(user.role), "hashed_password": user.password_hash}
+        {"email": user.email, "role": ROLES[user.role], "hashed_password": user.password_hash}
         for _, user in entries
     ]
     async with uow:
-        written = await uow.users.upsert_users(specs) if specs else {}
+        created, updated = await uow.users.upsert_users(specs) if specs else (0, 0)
         await uow.commit()
-    created = sum(written.values())
-    updated = len(written) - created
     return BatchOutcome(
-        created=created, updated=updated, unchanged=len(specs) - len(written), rejected=rejected
+        created=created, updated=updated, unchanged=len(specs) - created - updated, rejected=rejected
     )
 
 
