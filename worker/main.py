@@ -43,7 +43,11 @@ async def startup(ctx: WorkerContext) -> None:
     if not state.at_head:
         raise StartupError(state.describe())
     ctx["session_factory"] = create_session_factory(engine)
-    ctx["provision_groups"] = ProvisionGroups(ctx["session_factory"]) if settings.group_commit else None
+    ctx["provision_groups"] = (
+        ProvisionGroups(ctx["session_factory"], window=settings.group_commit_window)
+        if settings.group_commit
+        else None
+    )
     ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None

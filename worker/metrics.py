@@ -28,6 +28,12 @@ JOB_DURATION = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+GROUP_SIZE = Histogram(
+    "provisioning_group_size",
+    "provision_user jobs written by one group-commit statement",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
 JOBS_IN_PROGRESS = Gauge("provisioning_jobs_in_progress", "Jobs running in this worker", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(
     "provisioning_queue_depth", "Jobs waiting in the queue (incl. deferred)", registry=REGISTRY

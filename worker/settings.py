@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     retry_max_delay: Annotated[float, Field(gt=0)] = 60.0
     startup_db_wait: Annotated[float, Field(ge=0)] = 30.0
     group_commit: bool = True
+    group_commit_window: Annotated[float, Field(ge=0, le=1)] = 0.01
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     log_format: Literal["auto", "json", "console", "off"] = "auto"
     bulk_max_batch: Annotated[int, Field(gt=0, le=10_000)] = 1000

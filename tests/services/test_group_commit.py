@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from worker.db.session import SessionFactory
 from worker.payloads import ProvisionUser
 from worker.security import hash_password
 from worker.services.group_commit import ProvisionGroups, RunAlone
+from worker.services.outcome import UserOutcome
 
 
 async def _rows(engine: AsyncEngine) -> dict[str, tuple[str, bool, str | None]]:
@@ -90,3 +92,58 @@ async def test_sealed_passwords_never_join_a_group(committing_sessions: SessionF
         await ProvisionGroups(committing_sessions).provision(
             ProvisionUser(email="s@example.com", role="member", password_sealed=token)
         )
+
+
+def _recording_writes(
+    groups: ProvisionGroups, first_write_started: asyncio.Event, first_write_may_finish: asyncio.Event
+) -> list[int]:
+    """Record each group's size; hold the first group's write until `first_write_may_finish`."""
+    sizes: list[int] = []
+    write = groups._write
+
+    async def recorded(group: list[Any]) -> None:
+        sizes.append(len(group))
+        if len(sizes) == 1:
+            first_write_started.set()
+            await first_write_may_finish.wait()
+        await write(group)
+
+    groups._write = recorded  # type: ignore[method-assign]
+    return sizes
+
+
+def _provision(groups: ProvisionGroups, *names: str) -> list[asyncio.Task[UserOutcome]]:
+    return [
+        asyncio.create_task(groups.provision(ProvisionUser(email=f"{name}@example.com", role="member")))
+        for name in names
+    ]
+
+
+@pytest.mark.parametrize(("window", "expected_sizes"), [(0.5, [2, 5]), (0.0, [2, 3, 2])])
+async def test_under_load_a_group_collects_for_the_window(
+    committing_sessions: SessionFactory, window: float, expected_sizes: list[int]
+) -> None:
+    groups = ProvisionGroups(committing_sessions, window=window)
+    writing, release = asyncio.Event(), asyncio.Event()
+    sizes = _recording_writes(groups, writing, release)
+    jobs = _provision(groups, "a", "b")
+    await writing.wait()  # the first group (a, b) is being written
+    jobs += _provision(groups, "c", "d", "e")  # arrive during that write: the worker is under load
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.sleep(0.05)  # inside the window, if there is one
+    jobs += _provision(groups, "f", "g")
+
+    outcomes = await asyncio.gather(*jobs)
+
+    assert sizes == expected_sizes
+    assert [o.status for o in outcomes] == ["created"] * 7
+
+
+async def test_a_lone_job_is_written_at_once_whatever_the_window(committing_sessions: SessionFactory) -> None:
+    groups = ProvisionGroups(committing_sessions, window=30.0)
+    for name in ("first", "second"):
+        outcome = await asyncio.wait_for(
+            groups.provision(ProvisionUser(email=f"{name}@example.com", role="member")), timeout=10
+        )
+        assert outcome.status == "created"

@@ -6,6 +6,11 @@ writes of all jobs waiting at that moment go to PostgreSQL as one set-based upse
 group fails for a transient reason is retried like any other; one whose group fails for any other
 reason, or that raced another transaction, runs again on its own (`RunAlone`), so a bad row can
 only ever fail its own job.
+
+Under load (the last group had more than one job), each group collects for up to `window`
+seconds before it is written: a few milliseconds of latency buy much larger groups, so fewer
+statements and commits for PostgreSQL and less per-statement work for the worker. A lone job is
+written at once, so light traffic sees no delay.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from worker import metrics
 from worker.db.models import ROLES
 from worker.db.session import SessionFactory, db_session
 from worker.payloads import ProvisionUser
@@ -38,9 +44,10 @@ class _Waiting:
 class ProvisionGroups:
     """Collects concurrent `provision_user` commands (without sealed passwords) into group writes."""
 
-    def __init__(self, session_factory: SessionFactory, *, max_group: int = 500) -> None:
+    def __init__(self, session_factory: SessionFactory, *, max_group: int = 500, window: float = 0.0) -> None:
         self._session_factory = session_factory
         self._max_group = max_group
+        self._window = window
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -56,7 +63,12 @@ class ProvisionGroups:
 
     async def _write_all(self) -> None:
         await asyncio.sleep(0)  # let the jobs started in this turn of the loop join the first group
+        under_load = False
         while self._waiting:
+            if under_load and self._window and len(self._waiting) < self._max_group:
+                await asyncio.sleep(
+                    self._window
+                )  # let the group fill: one statement and commit for more jobs
             group: list[_Waiting] = []
             later: list[_Waiting] = []
             emails: set[str] = set()
@@ -71,7 +83,9 @@ class ProvisionGroups:
                     emails.add(email)
                     group.append(waiting)
             self._waiting = later
+            under_load = len(group) > 1
             if group:
+                metrics.GROUP_SIZE.observe(len(group))
                 await self._write(group)
 
     async def _write(self, group: list[_Waiting]) -> None:
