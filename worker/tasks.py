@@ -40,14 +40,26 @@ logger = logging.getLogger(__name__)
 JobResult = dict[str, object]
 # Our own deadline, inside ARQ's job_timeout: ARQ fails a timed-out job for good, we retry it.
 DEADLINE_SHARE = 0.8
-Service = Callable[[UnitOfWork, PayloadT], Awaitable[UserOutcome | BatchOutcome]]
+Outcome = UserOutcome | BatchOutcome
+Service = Callable[[UnitOfWork, PayloadT], Awaitable[Outcome]]
+Runner = Callable[[JobContext, PayloadT], Awaitable[Outcome]]
+
+
+def _in_session(service: Service[PayloadT]) -> Runner[PayloadT]:
+    """Run `service` in a unit of work over the job's own session."""
+
+    async def run(ctx: JobContext, command: PayloadT) -> Outcome:
+        async with db_session(ctx["session_factory"]) as session:
+            return await service(UnitOfWork(session), command)
+
+    return run
 
 
 async def _run(
     ctx: JobContext,
     function: str,
     model: type[PayloadT],
-    service: Service[PayloadT],
+    runner: Runner[PayloadT],
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
 ) -> JobResult:
@@ -55,7 +67,7 @@ async def _run(
     metrics.JOBS_STARTED.labels(function).inc()
     metrics.JOBS_IN_PROGRESS.inc()
     try:
-        result = await _attempt(ctx, function, model, service, args, kwargs)
+        result = await _attempt(ctx, function, model, runner, args, kwargs)
     except Retry as retry:
         ctx["job_outcome"], ctx["job_error_type"] = "retried", type(retry.__cause__).__name__
         raise
@@ -100,7 +112,7 @@ async def _attempt(
     ctx: JobContext,
     function: str,
     model: type[PayloadT],
-    service: Service[PayloadT],
+    runner: Runner[PayloadT],
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
 ) -> JobResult:
@@ -108,8 +120,7 @@ async def _attempt(
     settings = ctx["settings"]
     try:
         async with asyncio.timeout(settings.job_timeout * DEADLINE_SHARE):
-            async with db_session(ctx["session_factory"]) as session:
-                outcome = await service(UnitOfWork(session), command)
+            outcome = await runner(ctx, command)
     except Exception as error:
         if not is_transient(error):
             raise
@@ -132,17 +143,18 @@ async def _attempt(
 
 async def provision_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Ensure an active user with this email and role (and password, when given) exists."""
+    return await _run(ctx, "provision_user", ProvisionUser, _provision_user, args, kwargs)
 
-    async def apply(uow: UnitOfWork, command: ProvisionUser) -> UserOutcome:
-        groups = ctx.get("provision_groups")
-        if groups is not None and command.password_sealed is None:
-            try:
-                return await groups.provision(command)
-            except RunAlone:
-                pass
-        return await users.provision_user(uow, command, _desired_password(ctx, command))
 
-    return await _run(ctx, "provision_user", ProvisionUser, apply, args, kwargs)
+async def _provision_user(ctx: JobContext, command: ProvisionUser) -> UserOutcome:
+    groups = ctx.get("provision_groups")
+    if groups is not None and command.password_sealed is None:
+        try:
+            return await groups.provision(command)  # the group's session, not one of our own
+        except RunAlone:
+            pass
+    async with db_session(ctx["session_factory"]) as session:
+        return await users.provision_user(UnitOfWork(session), command, _desired_password(ctx, command))
 
 
 def _desired_password(ctx: JobContext, command: ProvisionUser) -> DesiredPassword | None:
@@ -157,35 +169,41 @@ def _desired_password(ctx: JobContext, command: ProvisionUser) -> DesiredPasswor
     return UnsealedPassword(SecretStr(key_ring.unseal(command.password_sealed)), ctx["hashing"])
 
 
+_SET_USER_ROLE = _in_session(users.set_user_role)
+_DEACTIVATE_USER = _in_session(users.deactivate_user)
+_DELETE_USER = _in_session(users.delete_user)
+
+
 async def set_user_role(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Ensure the existing user with this email has this role."""
-    return await _run(ctx, "set_user_role", SetUserRole, users.set_user_role, args, kwargs)
+    return await _run(ctx, "set_user_role", SetUserRole, _SET_USER_ROLE, args, kwargs)
 
 
 async def deactivate_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Ensure no active user has this email."""
-    return await _run(ctx, "deactivate_user", DeactivateUser, users.deactivate_user, args, kwargs)
+    return await _run(ctx, "deactivate_user", DeactivateUser, _DEACTIVATE_USER, args, kwargs)
 
 
 async def delete_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Ensure no user has this email."""
-    return await _run(ctx, "delete_user", DeleteUser, users.delete_user, args, kwargs)
+    return await _run(ctx, "delete_user", DeleteUser, _DELETE_USER, args, kwargs)
 
 
 async def provision_users(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Apply a batch of users in one transaction; invalid entries are reported by index."""
+    return await _run(ctx, "provision_users", ProvisionUsers, _provision_users, args, kwargs)
 
-    async def apply(uow: UnitOfWork, command: ProvisionUsers) -> BatchOutcome:
-        limit = ctx["settings"].bulk_max_batch
-        if len(command.users) > limit:
-            raise InvalidPayload(
-                f"provision_users: {len(command.users)} users in one batch, more than BULK_MAX_BATCH "
-                f"({limit}): split it"
-            )
-        valid, rejected = parse_bulk_entries(command.users)
-        return await users.provision_users(uow, valid, rejected)
 
-    return await _run(ctx, "provision_users", ProvisionUsers, apply, args, kwargs)
+async def _provision_users(ctx: JobContext, command: ProvisionUsers) -> BatchOutcome:
+    limit = ctx["settings"].bulk_max_batch
+    if len(command.users) > limit:
+        raise InvalidPayload(
+            f"provision_users: {len(command.users)} users in one batch, more than BULK_MAX_BATCH "
+            f"({limit}): split it"
+        )
+    valid, rejected = parse_bulk_entries(command.users)  # before taking a connection
+    async with db_session(ctx["session_factory"]) as session:
+        return await users.provision_users(UnitOfWork(session), valid, rejected)
 
 
 TASKS = (provision_user, set_user_role, deactivate_user, delete_user, provision_users)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 from worker.db.models import User
@@ -28,8 +28,9 @@ class UserOutcome:
         )
 
     def as_result(self) -> dict[str, object]:
-        """The JSON-ready job result."""
-        return {field: value for field, value in asdict(self).items() if value is not None}
+        """The JSON-ready job result (fields that are None are left out)."""
+        # Not dataclasses.asdict: it deep-copies every value, a noticeable cost on every job.
+        return {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
 
 
 @dataclass(frozen=True, slots=True)
