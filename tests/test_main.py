@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,15 @@ async def _start(database_url: str, **overrides: object) -> WorkerContext:
 
 async def test_startup_at_head_builds_the_session_factory(database_url: str, redis: ArqRedis) -> None:
     ctx: WorkerContext = {"settings": make_settings(database_url), "redis": redis}
+    gc.unfreeze()
     await startup(ctx)
     try:
         async with ctx["session_factory"]() as session:
             assert await session.scalar(text("SELECT count(*) FROM users")) is not None
         assert ctx["engine"].pool.checkedin() == 1
+        assert gc.get_freeze_count() > 0  # what startup built is kept out of full collections
     finally:
+        gc.unfreeze()
         await shutdown(ctx)
     assert ctx["engine"].pool.checkedin() == 0  # disposed: the pooled connection is closed
 
