@@ -1,6 +1,6 @@
 """`make bench`: the worker against the queue's ceiling, a peer (SAQ), and the database's ceilings.
 
-    python -m bench.run [--jobs 5000] [--batch 1000] [--latency-seconds 10] [--write]
+    python -m bench.run [--jobs 5000] [--batch 1000] [--bulk-batches 20] [--latency-seconds 10] [--write]
 
 Every measurement uses its own database and Redis keys (named after this run) and removes them.
 Worker processes run exactly as operators run them (`arq … --burst`); rates are taken from the
@@ -255,8 +255,13 @@ async def _cleanup() -> None:
         await redis.aclose(close_connection_pool=True)
 
 
-async def measure(jobs: int, batch: int, latency_seconds: float) -> list[Row]:
-    """Every measurement, in one run on this machine."""
+async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: float) -> list[Row]:
+    """Every measurement, in one run on this machine.
+
+    Bulk is measured over `bulk_batches` batches on both sides: with a handful of batches the
+    figure is mostly first-use cost (a new connection per concurrent job, statement preparation).
+    """
+    bulk_rows = batch * bulk_batches
     rows: list[Row] = []
     try:
         async with bench_database("noop") as url:
@@ -274,12 +279,12 @@ async def measure(jobs: int, batch: int, latency_seconds: float) -> list[Row]:
             raw = await asyncpg_single_rows(url, jobs, get_settings().db_pool_size)
         async with bench_database("bulk") as url:
             settings = _settings(url, "bulk")
-            batches = [{"users": chunk} for chunk in _chunks(_users(jobs, "bulk"), batch)]
+            batches = [{"users": chunk} for chunk in _chunks(_users(bulk_rows, "bulk"), batch)]
             bulk, _ = await arq_rate(
                 redis, settings, "worker.main.WorkerSettings", "provision_users", batches, batch
             )
         async with bench_database("rawbulk") as url:
-            raw_bulk = await asyncpg_bulk(url, jobs, batch)
+            raw_bulk = await asyncpg_bulk(url, bulk_rows, batch)
         async with bench_database("latency") as url:
             p50, p99, rss_latency = await latency(url, latency_seconds)
         await redis.aclose(close_connection_pool=True)
@@ -297,7 +302,7 @@ async def measure(jobs: int, batch: int, latency_seconds: float) -> list[Row]:
         Row("SAQ + one raw asyncpg insert per job", saq, "jobs/s", f"{saq / noop:.2f} of no-op"),
         Row("raw asyncpg single-row transactions", raw, "rows/s", f"{raw / noop:.2f} of no-op"),
         Row(
-            f"provision_users, batches of {batch}",
+            f"provision_users, {bulk_batches} batches of {batch}",
             bulk,
             "rows/s",
             f"{bulk / raw_bulk:.2f} of raw unnest",
@@ -315,13 +320,14 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def report(rows: list[Row], jobs: int, batch: int, latency_seconds: float) -> str:
+def report(rows: list[Row], jobs: int, batch: int, bulk_batches: int, latency_seconds: float) -> str:
     """The Markdown table with its header (date, machine, parameters, settings)."""
     settings = get_settings()
     lines = [
         f"## Throughput and latency ({now()}; {machine()})",
         "",
-        f"{jobs} jobs per measurement, batches of {batch}, latency over {latency_seconds:g} s at 100 jobs/s; "
+        f"{jobs} jobs per measurement, {bulk_batches} bulk batches of {batch}, "
+        f"latency over {latency_seconds:g} s at 100 jobs/s; "
         f"worker settings MAX_JOBS={settings.max_jobs}, POLL_DELAY={settings.poll_delay}, "
         f"QUEUE_READ_LIMIT={settings.queue_read_limit or 'ARQ default'}, "
         f"DB_POOL_SIZE={settings.db_pool_size}.",
@@ -333,11 +339,13 @@ def report(rows: list[Row], jobs: int, batch: int, latency_seconds: float) -> st
     return "\n".join(lines)
 
 
-async def main(jobs: int, batch: int, latency_seconds: float, hashes: int, cheap: int) -> str:
+async def main(
+    jobs: int, batch: int, latency_seconds: float, hashes: int, cheap: int, bulk_batches: int = 20
+) -> str:
     """Run everything; return the Markdown report."""
     try:
-        rows = await measure(jobs, batch, latency_seconds)
-        sections = [report(rows, jobs, batch, latency_seconds)]
+        rows = await measure(jobs, batch, bulk_batches, latency_seconds)
+        sections = [report(rows, jobs, batch, bulk_batches, latency_seconds)]
         if hashes:
             sections.append(await hashing.main(hashes, cheap))
     finally:
@@ -351,13 +359,21 @@ if __name__ == "__main__":
     )
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--bulk-batches", type=int, default=20, help="batches in the bulk measurements")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--hashes", type=int, default=200, help="0 skips the hashing benchmark")
     parser.add_argument("--cheap", type=int, default=200)
     parser.add_argument("--write", action="store_true", help="also write bench/results.md")
     options = parser.parse_args()
     text = asyncio.run(
-        main(options.jobs, options.batch, options.latency_seconds, options.hashes, options.cheap)
+        main(
+            options.jobs,
+            options.batch,
+            options.latency_seconds,
+            options.hashes,
+            options.cheap,
+            options.bulk_batches,
+        )
     )
     print(text)
     if options.write:
