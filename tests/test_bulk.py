@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, new_id
 from tests.processes import ROOT, worker_env
 from tests.worker_runner import run_burst
+from worker import tasks
 from worker.client import ProvisioningClient
+from worker.context import JobContext
+from worker.db.session import create_session_factory
 from worker.importing import UnreadableFile, batched, read_users
 from worker.security import hash_password
 from worker.serialization import JobFailed
@@ -256,3 +259,42 @@ def test_the_cli_refuses_a_bad_file_before_enqueueing(settings: Settings, tmp_pa
     )
     assert done.returncode == 2
     assert "the CSV header must name email and role" in done.stderr
+
+
+@pytest.mark.parametrize(("slots", "most_at_once"), [(1, 1), (3, 3)])
+async def test_bulk_jobs_write_a_few_at_a_time(
+    settings: Settings, engine: AsyncEngine, slots: int, most_at_once: int
+) -> None:
+    checked_out, peak = 0, 0
+
+    def checkout(*_: object) -> None:
+        nonlocal checked_out, peak
+        checked_out += 1
+        peak = max(peak, checked_out)
+
+    def checkin(*_: object) -> None:
+        nonlocal checked_out
+        checked_out -= 1
+
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
+    event.listen(engine.sync_engine.pool, "checkin", checkin)
+    ctx: JobContext = {
+        "settings": settings,
+        "session_factory": create_session_factory(engine),
+        "bulk_slots": asyncio.Semaphore(slots),
+    }
+    try:
+        results = await asyncio.gather(
+            *(
+                tasks.provision_users(
+                    {**ctx, "job_id": new_id()},
+                    users=[{"email": f"slot{job}-{i}@example.com", "role": "member"} for i in range(200)],
+                )
+                for job in range(6)
+            )
+        )
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", checkout)
+        event.remove(engine.sync_engine.pool, "checkin", checkin)
+    assert [r["created"] for r in results] == [200] * 6
+    assert peak == most_at_once

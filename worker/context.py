@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asyncio import Semaphore
 from typing import Any, TypedDict
 
 from arq.connections import ArqRedis
@@ -24,6 +25,7 @@ class WorkerContext(TypedDict, total=False):
     session_factory: SessionFactory
     hashing: PasswordHashing
     provision_groups: ProvisionGroups | None
+    bulk_slots: Semaphore
     health: HealthReporter
     metrics_server: Any
     key_ring: KeyRing | None

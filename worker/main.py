@@ -49,6 +49,7 @@ async def startup(ctx: WorkerContext) -> None:
         if settings.group_commit
         else None
     )
+    ctx["bulk_slots"] = asyncio.Semaphore(settings.bulk_concurrency)
     ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     log_format: Literal["auto", "json", "console", "off"] = "auto"
     bulk_max_batch: Annotated[int, Field(gt=0, le=10_000)] = 1000
+    bulk_concurrency: PositiveInt = 4
 
     # Sealed passwords: comma-separated Fernet keys; the first seals, all open (rotation).
     seal_keys: SecretStr | None = None

@@ -202,7 +202,8 @@ async def _provision_users(ctx: JobContext, command: ProvisionUsers) -> BatchOut
             f"({limit}): split it"
         )
     valid, rejected = parse_bulk_entries(command.users)  # before taking a connection
-    async with db_session(ctx["session_factory"]) as session:
+    # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
+    async with ctx["bulk_slots"], db_session(ctx["session_factory"]) as session:
         return await users.provision_users(UnitOfWork(session), valid, rejected)
 
 
