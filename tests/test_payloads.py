@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from worker.errors import InvalidPayload
-from worker.payloads import PAYLOADS, DeleteUser, ProvisionUser, SetUserRole, parse_payload
+from worker.payloads import (
+    PAYLOADS,
+    DeleteUser,
+    ProvisionUser,
+    SetUserRole,
+    parse_bulk_entries,
+    parse_payload,
+)
 from worker.security import hash_password
 
 
@@ -84,3 +94,44 @@ def test_every_function_has_a_model_and_set_user_role_needs_a_role() -> None:
     }
     with pytest.raises(InvalidPayload, match="role: Field required"):
         parse_payload(SetUserRole, "set_user_role", (), {"email": "a@example.com"})
+
+
+async def test_batch_slices_keep_indexes_and_find_duplicates_across_slices() -> None:
+    entries = [
+        {"email": "a@example.com", "role": "admin"},
+        {"email": "not-an-email", "role": "admin"},
+        {"email": "b@example.com", "role": "viewer"},
+        {"email": "A@Example.com", "role": "member"},  # a duplicate of entry 0, in another slice
+        {"email": "c@example.com", "role": "owner"},
+        {"email": "d@example.com", "role": "member"},
+    ]
+    valid, rejected = await parse_bulk_entries(entries, slice_size=2)
+    assert [(index, user.email) for index, user in valid] == [
+        (0, "a@example.com"),
+        (2, "b@example.com"),
+        (5, "d@example.com"),
+    ]
+    assert [r["index"] for r in rejected] == [1, 3, 4]
+    assert rejected[1]["error"] == "email: duplicate of entry 0"
+
+
+async def test_a_big_batch_lets_other_tasks_run_while_it_is_validated() -> None:
+    ticks = 0
+
+    async def other_job() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_job())
+    await asyncio.sleep(0)
+    before = ticks
+    entries = [{"email": f"u{i}@example.com", "role": "member"} for i in range(10)]
+    valid, _ = await parse_bulk_entries(entries, slice_size=2)
+    ran_meanwhile = ticks - before
+    other.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await other
+    assert len(valid) == 10
+    assert ran_meanwhile >= 4  # once between each pair of slices

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -169,25 +170,33 @@ def parse_payload(
 
 
 _BULK_USERS = TypeAdapter(list[BulkUser])
+BULK_SLICE = 250
+"""Batch entries validated between two yields to the event loop (about 0.3 ms of work)."""
 
 
-def parse_bulk_entries(entries: Sequence[Any]) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
+async def parse_bulk_entries(
+    entries: Sequence[Any], *, slice_size: int = BULK_SLICE
+) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
     """Validate each batch entry: (index, entry) for the valid ones, and {index, error} for the rest.
 
     An email that already appeared earlier in the batch (in any letter case) is rejected: one
-    batch states each user once. Rejections come in index order.
+    batch states each user once. Rejections come in index order. Entries are validated a slice
+    at a time, yielding to the event loop in between, so a big batch never stalls other jobs.
     """
-    parsed: list[tuple[int, BulkUser]]
+    parsed: list[tuple[int, BulkUser]] = []
     problems: list[tuple[int, str]] = []
-    try:
-        parsed = list(enumerate(_BULK_USERS.validate_python(entries)))  # the usual case, in one call
-    except ValidationError:
-        parsed = []
-        for index, entry in enumerate(entries):
-            try:
-                parsed.append((index, BulkUser.model_validate(entry)))
-            except ValidationError as error:
-                problems.append((index, describe_validation_error(error)))
+    for start in range(0, len(entries), slice_size):
+        if start:
+            await asyncio.sleep(0)
+        part = entries[start : start + slice_size]
+        try:  # the usual case, all valid: one call for the whole slice
+            parsed += enumerate(_BULK_USERS.validate_python(part), start)
+        except ValidationError:
+            for index, entry in enumerate(part, start):
+                try:
+                    parsed.append((index, BulkUser.model_validate(entry)))
+                except ValidationError as error:
+                    problems.append((index, describe_validation_error(error)))
     valid: list[tuple[int, BulkUser]] = []
     first_seen: dict[str, int] = {}
     for index, user in parsed:

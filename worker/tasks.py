@@ -201,7 +201,7 @@ async def _provision_users(ctx: JobContext, command: ProvisionUsers) -> BatchOut
             f"provision_users: {len(command.users)} users in one batch, more than BULK_MAX_BATCH "
             f"({limit}): split it"
         )
-    valid, rejected = parse_bulk_entries(command.users)  # before taking a connection
+    valid, rejected = await parse_bulk_entries(command.users)  # before taking a connection
     # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
     async with ctx["bulk_slots"], db_session(ctx["session_factory"]) as session:
         return await users.provision_users(UnitOfWork(session), valid, rejected)
