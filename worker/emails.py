@@ -4,9 +4,9 @@
 it in checking the domain; a bulk batch of 1,000 users spent longer validating emails than
 PostgreSQL spent writing them. Addresses in a batch share a handful of domains, so the domain's
 verdict is cached, and a plain ASCII local part is checked with a dot-atom pattern built from
-the library's own ATEXT. Anything else (quoted or non-ASCII local parts, display names, RFC 2142 mailbox names,
-bad domains, over-long addresses) goes to the library itself, so results and error messages are
-the library's; `tests/test_emails.py` checks the two paths agree on generated addresses.
+the library's own ATEXT. Anything else (quoted or non-ASCII local parts, display names, RFC 2142
+mailbox names, bad domains, over-long addresses) goes to the library itself, so results and
+error messages are the library's; `tests/test_emails.py` checks the two paths agree on generated addresses.
 """
 
 from __future__ import annotations
