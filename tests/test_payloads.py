@@ -106,7 +106,7 @@ async def test_batch_slices_keep_indexes_and_find_duplicates_across_slices() -> 
         {"email": "d@example.com", "role": "member"},
     ]
     valid, rejected = await parse_bulk_entries(entries, slice_size=2)
-    assert [(index, user.email) for index, user in valid] == [
+    assert [(index, user["email"]) for index, user in valid] == [
         (0, "a@example.com"),
         (2, "b@example.com"),
         (5, "d@example.com"),

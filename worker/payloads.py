@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from worker.db.models import Role
 from worker.emails import Email
@@ -118,12 +119,17 @@ BULK_HARD_LIMIT = 10_000
 """No batch is ever larger than this, whatever BULK_MAX_BATCH says."""
 
 
-class BulkUser(Payload):
-    """One entry of a `provision_users` batch: as `provision_user`, without sealed passwords."""
+class BulkUser(TypedDict):
+    """One entry of a `provision_users` batch: as `provision_user`, without sealed passwords.
 
+    A TypedDict rather than a model: a batch validates a thousand of them, and plain dicts
+    are built faster than model instances.
+    """
+
+    __pydantic_config__ = Payload.model_config  # type: ignore[misc]
     email: Email
     role: RoleName
-    password_hash: Argon2idHash | None = None
+    password_hash: NotRequired[Argon2idHash | None]
 
 
 class ProvisionUsers(Payload):
@@ -169,6 +175,7 @@ def parse_payload(
         raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None
 
 
+_BULK_USER = TypeAdapter(BulkUser)
 _BULK_USERS = TypeAdapter(list[BulkUser])
 BULK_SLICE = 250
 """Batch entries validated between two yields to the event loop (about 0.3 ms of work)."""
@@ -194,13 +201,13 @@ async def parse_bulk_entries(
         except ValidationError:
             for index, entry in enumerate(part, start):
                 try:
-                    parsed.append((index, BulkUser.model_validate(entry)))
+                    parsed.append((index, _BULK_USER.validate_python(entry)))
                 except ValidationError as error:
                     problems.append((index, describe_validation_error(error)))
     valid: list[tuple[int, BulkUser]] = []
     first_seen: dict[str, int] = {}
     for index, user in parsed:
-        key = user.email.lower()
+        key = user["email"].lower()
         if key in first_seen:
             problems.append((index, f"email: duplicate of entry {first_seen[key]}"))
         else:

@@ -70,7 +70,7 @@ async def provision_users(
 ) -> BatchOutcome:
     """Ensure every valid entry of a batch holds, in one transaction; `rejected` entries are reported."""
     specs: list[UserSpec] = [
-        {"email": user.email, "role": ROLES[user.role], "hashed_password": user.password_hash}
+        {"email": user["email"], "role": ROLES[user["role"]], "hashed_password": user.get("password_hash")}
         for _, user in entries
     ]
     async with uow:
