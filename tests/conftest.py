@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis as sync_redis
 from alembic import command
 from arq.connections import ArqRedis
 from sqlalchemy import make_url, text
@@ -70,6 +71,19 @@ async def database_url() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_redis_keys_left_behind() -> Iterator[None]:
+    """At the end of the run, delete whatever keys of this run a module's own cleanup missed."""
+    yield
+    client = sync_redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*t{RUN_ID}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

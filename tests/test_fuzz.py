@@ -54,7 +54,8 @@ def fuzz_redis(fuzz_settings: Settings) -> Iterator[sync_redis.Redis]:
     try:
         yield client
     finally:
-        keys = [*client.scan_iter(match=f"*t{RUN_ID}*fz*", count=1000), fuzz_settings.queue_name]
+        queue = fuzz_settings.queue_name  # the queue, its failed-job index and records
+        keys = [*client.scan_iter(match=f"*t{RUN_ID}*fz*", count=1000), *client.scan_iter(match=f"{queue}*")]
         client.delete(*keys)
         client.close()
 
