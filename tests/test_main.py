@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.processes import worker_env
 from tests.tcp_proxy import TcpProxy
 from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
-from worker.main import StartupError, WorkerSettings, shutdown, startup
+from worker.main import StartupError, WorkerSettings, _warm_pool, shutdown, startup
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = ", ".join(sorted(head_revisions()))
@@ -35,18 +36,18 @@ async def _start(database_url: str, **overrides: object) -> WorkerContext:
 
 
 async def test_startup_at_head_builds_the_session_factory(database_url: str, redis: ArqRedis) -> None:
-    ctx: WorkerContext = {"settings": make_settings(database_url), "redis": redis}
+    ctx: WorkerContext = {"settings": make_settings(database_url, db_pool_warm=3), "redis": redis}
     gc.unfreeze()
     await startup(ctx)
     try:
         async with ctx["session_factory"]() as session:
             assert await session.scalar(text("SELECT count(*) FROM users")) is not None
-        assert ctx["engine"].pool.checkedin() == 1
+        assert ctx["engine"].pool.checkedin() == 3  # opened at startup (DB_POOL_WARM), ready for jobs
         assert gc.get_freeze_count() > 0  # what startup built is kept out of full collections
     finally:
         gc.unfreeze()
         await shutdown(ctx)
-    assert ctx["engine"].pool.checkedin() == 0  # disposed: the pooled connection is closed
+    assert ctx["engine"].pool.checkedin() == 0  # disposed: the pooled connections are closed
 
 
 async def test_startup_refuses_an_empty_database(empty_database_url: str) -> None:
@@ -152,3 +153,14 @@ async def test_startup_names_the_fix_for_a_missing_database(database_url: str) -
         await _start(missing, startup_db_wait=20)  # not retried: waiting would not create it
     assert str(refused.value).startswith("database 'no_such_db_here' does not exist at ")
     assert str(refused.value).endswith("run `make db-create` (or fix DATABASE_URL)")
+
+
+async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="worker.main"):
+            await _warm_pool(engine, 3)  # the pool has room for one: the other two time out
+        assert engine.pool.checkedin() == 1
+    finally:
+        await engine.dispose()
+    assert "opened 1 of 3 database connections at startup (TimeoutError)" in caplog.text

@@ -43,6 +43,7 @@ async def startup(ctx: WorkerContext) -> None:
     state = await _wait_for_database(engine, settings)
     if not state.at_head:
         raise StartupError(state.describe())
+    await _warm_pool(engine, min(settings.db_pool_warm, settings.db_pool_size))
     ctx["session_factory"] = create_session_factory(engine)
     ctx["provision_groups"] = (
         ProvisionGroups(ctx["session_factory"], window=settings.group_commit_window)
@@ -94,6 +95,25 @@ async def _wait_for_database(engine: AsyncEngine, settings: Settings) -> SchemaS
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def _warm_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open `connections` pooled connections now, so that the first burst of jobs does not.
+
+    Best effort: a connection that cannot be opened now is opened when a job needs it.
+    """
+    opened = await asyncio.gather(
+        *(engine.connect().start() for _ in range(connections)), return_exceptions=True
+    )
+    failures = [error for error in opened if isinstance(error, BaseException)]
+    await asyncio.gather(*(c.close() for c in opened if not isinstance(c, BaseException)))
+    if failures:
+        logger.warning(
+            "opened %d of %d database connections at startup (%s); the rest open when needed",
+            connections - len(failures),
+            connections,
+            type(failures[0]).__name__,
+        )
 
 
 def _sqlstate(error: BaseException) -> str | None:

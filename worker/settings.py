@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     db_pool_size: PositiveInt = 20
     db_max_overflow: Annotated[int, Field(ge=0)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+    db_pool_warm: Annotated[int, Field(ge=0)] = 4
     queue_name: Annotated[str, Field(min_length=1)] = "provisioning:queue"
     max_jobs: PositiveInt = 100
     job_timeout: PositiveInt = 10
