@@ -6,7 +6,8 @@ PostgreSQL spent writing them. Addresses in a batch share a handful of domains, 
 verdict is cached, and a plain ASCII local part is checked with a dot-atom pattern built from
 the library's own ATEXT. Anything else (quoted or non-ASCII local parts, display names, RFC 2142
 mailbox names, bad domains, over-long addresses) goes to the library itself, so results and
-error messages are the library's; `tests/test_emails.py` checks the two paths agree on generated addresses.
+error messages are the library's; `tests/test_emails.py` checks that both paths agree on
+generated addresses.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
+from worker.metrics import REGISTRY
 from worker.payloads import ProvisionUser
 from worker.security import hash_password
 from worker.services.group_commit import ProvisionGroups, RunAlone
@@ -124,6 +125,7 @@ async def test_under_load_a_group_collects_for_the_window(
     committing_sessions: SessionFactory, window: float, expected_sizes: list[int]
 ) -> None:
     groups = ProvisionGroups(committing_sessions, window=window)
+    observed_before = REGISTRY.get_sample_value("provisioning_group_size_count") or 0
     writing, release = asyncio.Event(), asyncio.Event()
     sizes = _recording_writes(groups, writing, release)
     jobs = _provision(groups, "a", "b")
@@ -137,6 +139,8 @@ async def test_under_load_a_group_collects_for_the_window(
     outcomes = await asyncio.gather(*jobs)
 
     assert sizes == expected_sizes
+    observed = REGISTRY.get_sample_value("provisioning_group_size_count") or 0
+    assert observed - observed_before == len(expected_sizes)  # the group-size metric saw each group
     assert [o.status for o in outcomes] == ["created"] * 7
 
 

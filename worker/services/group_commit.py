@@ -66,9 +66,8 @@ class ProvisionGroups:
         under_load = False
         while self._waiting:
             if under_load and self._window and len(self._waiting) < self._max_group:
-                await asyncio.sleep(
-                    self._window
-                )  # let the group fill: one statement and commit for more jobs
+                # Let the group fill: one statement and one commit for more jobs.
+                await asyncio.sleep(self._window)
             group: list[_Waiting] = []
             later: list[_Waiting] = []
             emails: set[str] = set()
