@@ -29,6 +29,22 @@ def worker_env(settings: Settings, **extra: object) -> dict[str, str]:
     return env
 
 
+def run_module(
+    *args: str, env: dict[str, str], stdin: str | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` from the project root, to the end (at most 60 s), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        input=stdin,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
 def start_worker(settings: Settings, log_path: Path, **extra: object) -> subprocess.Popen[bytes]:
     """Start `arq worker.main.WorkerSettings`, its output going to `log_path`."""
     log = log_path.open("ab")

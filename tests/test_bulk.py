@@ -14,7 +14,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, new_id
-from tests.processes import ROOT, worker_env
+from tests.processes import ROOT, run_module, worker_env
 from tests.worker_runner import run_burst
 from worker import tasks
 from worker.client import ProvisioningClient
@@ -203,32 +203,15 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
     lines = ["email,role"] + [f"p{i}@example.com,member" for i in range(25)] + ["broken,member"]
     users_file.write_text("\n".join(lines) + "\n")
     env = worker_env(settings)
-    command = [
-        sys.executable,
-        "-m",
-        "worker",
-        "import",
-        str(users_file),
-        "--batch-size",
-        "10",
-        "--job-prefix",
-    ]
-    enqueued = subprocess.run(  # noqa: ASYNC221 - the real CLI, briefly
-        [*command, new_id("import")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    command = ["worker", "import", str(users_file), "--batch-size", "10", "--job-prefix"]
+    enqueued = run_module(*command, new_id("import"), env=env)  # the real CLI, briefly
     assert enqueued.returncode == 0, enqueued.stderr
     assert json.loads(enqueued.stdout) == {"jobs": 3, "users": 26}
     await run_burst(settings)
     assert len(await _users(engine)) == 25
 
     waited = subprocess.Popen(  # noqa: ASYNC220
-        [*command, new_id("import"), "--wait"],
+        [sys.executable, "-m", *command, new_id("import"), "--wait"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -248,15 +231,7 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
 def test_the_cli_refuses_a_bad_file_before_enqueueing(settings: Settings, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("name\nx\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "import", str(bad)],
-        cwd=ROOT,
-        env=worker_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("worker", "import", str(bad), env=worker_env(settings))
     assert done.returncode == 2
     assert "the CSV header must name email and role" in done.stderr
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,57 +11,27 @@ import pytest
 from arq.connections import ArqRedis
 
 from tests.conftest import new_id
+from tests.processes import run_module, start_worker, stop, worker_env
 from worker.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "REDIS_URL": settings.redis_url.get_secret_value(),
-        "QUEUE_NAME": settings.queue_name,
-    }
 
 
 @pytest.fixture
-def worker_process(settings: Settings, redis: ArqRedis) -> Iterator[subprocess.Popen[str]]:
+def worker_process(settings: Settings, redis: ArqRedis, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`arq worker.main.WorkerSettings` as operators run it; stopped with SIGTERM afterwards."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "arq", "worker.main.WorkerSettings"],
-        cwd=ROOT,
-        env=_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_worker(settings, tmp_path / "worker.log")
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "enqueue", *args],
-        cwd=ROOT,
-        env=_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("worker", "enqueue", *args, env=worker_env(settings))
 
 
 @pytest.mark.usefixtures("committing_sessions")
 def test_enqueue_and_wait_prints_the_result(
-    settings: Settings, worker_process: subprocess.Popen[str]
+    settings: Settings, worker_process: subprocess.Popen[bytes]
 ) -> None:
     job_id = new_id()
     done = _cli(

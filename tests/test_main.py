@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import make_settings, migrate
-from tests.processes import worker_env
+from tests.processes import run_module, worker_env
 from tests.tcp_proxy import TcpProxy
 from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
@@ -87,15 +86,8 @@ async def test_startup_refuses_an_unreachable_database_without_showing_the_passw
 
 
 def _arq_worker(database_url: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    env = worker_env(make_settings(database_url), **extra)
-    return subprocess.run(
-        [sys.executable, "-m", "arq", "worker.main.WorkerSettings"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_module(
+        "arq", "worker.main.WorkerSettings", env=worker_env(make_settings(database_url), **extra)
     )
 
 

@@ -8,8 +8,6 @@ import logging
 import pickle
 import re
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tests.conftest import RUN_ID, make_settings, new_id
-from tests.processes import ROOT, worker_env
+from tests.processes import ROOT, run_module, worker_env
 from tests.test_tasks import ENQUEUE_LUA
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
@@ -103,27 +101,19 @@ async def test_canary_password_appears_nowhere_on_any_path(
     )
     # 3. The CLI, password on standard input.
     cli_job = new_id()
-    cli = subprocess.run(  # noqa: ASYNC221 - a real CLI process, briefly
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "enqueue",
-            "provision_user",
-            "--email",
-            "cli@example.com",
-            "--role",
-            "viewer",
-            "--password-stdin",
-            "--job-id",
-            cli_job,
-        ],
-        input=canary + "\n",
-        cwd=ROOT,
+    cli = run_module(  # a real CLI process, briefly
+        "worker",
+        "enqueue",
+        "provision_user",
+        "--email",
+        "cli@example.com",
+        "--role",
+        "viewer",
+        "--password-stdin",
+        "--job-id",
+        cli_job,
         env=worker_env(sealing_settings, seal_keys=seal_key),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        stdin=canary + "\n",
         check=True,
     )
     jobs.append(client.job(cli_job))
