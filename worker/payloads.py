@@ -77,10 +77,20 @@ class UserRef(Payload):
     email: Email
 
 
-class ProvisionUser(UserRef):
-    """Ensure an active user with this email and role (and password hash, when given) exists."""
+class UserWithRole(UserRef):
+    """Arguments naming one user and the role it must have."""
 
     role: RoleName
+
+    @property
+    def role_enum(self) -> Role:
+        """The role as the model's enum."""
+        return Role(self.role)
+
+
+class ProvisionUser(UserWithRole):
+    """Ensure an active user with this email and role (and password hash, when given) exists."""
+
     password_hash: Argon2idHash | None = None
     password_sealed: SealedPassword | None = None
 
@@ -90,21 +100,9 @@ class ProvisionUser(UserRef):
             raise PydanticCustomError("two_passwords", "give password_hash or password_sealed, not both")
         return self
 
-    @property
-    def role_enum(self) -> Role:
-        """The role as the model's enum."""
-        return Role(self.role)
 
-
-class SetUserRole(UserRef):
+class SetUserRole(UserWithRole):
     """Ensure an existing user has this role."""
-
-    role: RoleName
-
-    @property
-    def role_enum(self) -> Role:
-        """The role as the model's enum."""
-        return Role(self.role)
 
 
 class DeactivateUser(UserRef):
