@@ -104,6 +104,15 @@ class UserChanges(TypedDict, total=False):
     is_active: bool
 
 
+def _columns(specs: Sequence[UserSpec]) -> dict[str, list[str | None]]:
+    """The parameters of `_UNNEST_COLUMNS`: one array per column, in the order of `specs`."""
+    return {
+        "emails": [spec["email"] for spec in specs],
+        "roles": [spec["role"].value for spec in specs],
+        "hashes": [spec["hashed_password"] for spec in specs],
+    }
+
+
 class UserRepository(BaseRepository[User]):
     """Users, looked up by id or by email in any letter case."""
 
@@ -157,26 +166,12 @@ class UserRepository(BaseRepository[User]):
         Emails must be distinct (case-insensitively). Rows are written in email order, so that
         concurrent batches lock rows in the same order and cannot deadlock each other.
         """
-        result = await self.session.execute(
-            _UPSERT_MANY,
-            {
-                "emails": [spec["email"] for spec in specs],
-                "roles": [spec["role"].value for spec in specs],
-                "hashes": [spec["hashed_password"] for spec in specs],
-            },
-        )
+        result = await self.session.execute(_UPSERT_MANY, _columns(specs))
         return UpsertCounts(*result.one())
 
     async def provision_group(self, specs: Sequence[UserSpec]) -> list[ProvisionedRow]:
         """Upsert a group of users (distinct emails) in one statement; one row back per spec, in order."""
-        result = await self.session.execute(
-            _PROVISION_GROUP,
-            {
-                "emails": [spec["email"] for spec in specs],
-                "roles": [spec["role"].value for spec in specs],
-                "hashes": [spec["hashed_password"] for spec in specs],
-            },
-        )
+        result = await self.session.execute(_PROVISION_GROUP, _columns(specs))
         return [ProvisionedRow(*row) for row in result]
 
     async def list_users(self, *, limit: int = 100, offset: int = 0) -> Sequence[User]:
