@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asyncio import Semaphore
+from datetime import datetime
 from typing import Any, TypedDict
 
 from arq.connections import ArqRedis
@@ -12,7 +13,7 @@ from worker.db.session import SessionFactory
 from worker.health import HealthReporter
 from worker.passwords import PasswordHashing
 from worker.sealing import KeyRing
-from worker.services.group_commit import ProvisionGroups
+from worker.services.group_commit import CommandGroups
 from worker.settings import Settings
 
 
@@ -24,7 +25,7 @@ class WorkerContext(TypedDict, total=False):
     engine: AsyncEngine
     session_factory: SessionFactory
     hashing: PasswordHashing
-    provision_groups: ProvisionGroups | None
+    command_groups: CommandGroups | None
     bulk_slots: Semaphore
     health: HealthReporter
     metrics_server: Any
@@ -36,6 +37,7 @@ class JobContext(WorkerContext, total=False):
 
     job_id: str
     job_try: int
+    enqueue_time: datetime
     score: int
     job_started: float
     job_outcome: str

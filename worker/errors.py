@@ -12,7 +12,15 @@ class InvalidPayload(PermanentJobError):
 
 
 class UserNotFound(PermanentJobError):
-    """The job needs a user that does not exist."""
+    """The job needs a user that does not exist (a `set_user_role` intent no provision claimed)."""
+
+
+class StampRefused(PermanentJobError):
+    """The job's `as_of` is too far in the future, or older than TOMBSTONE_RETENTION."""
+
+    def __init__(self, message: str, *, as_of: int) -> None:
+        super().__init__(message)
+        self.as_of = as_of
 
 
 class GaveUp(Exception):

@@ -53,8 +53,12 @@ async def record_failure(
     message: str,
     arguments: Mapping[str, Any],
     retention: int,
+    security: bool = False,
 ) -> None:
-    """Keep a failed job for `retention` seconds: its arguments (for `retry`) minus passwords."""
+    """Keep a failed job for `retention` seconds: its arguments (for `retry`) minus passwords.
+
+    `security` marks a deactivation or deletion that failed: `failed` lists those first.
+    """
     now = time.time()
     kept, dropped = _without_secrets(arguments)
     record = {
@@ -66,6 +70,7 @@ async def record_failure(
         "failed_at": now,
         "arguments": kept,
         "password_dropped": dropped,
+        "security": security,
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(failed_key(queue_name, job_id), json.dumps(record, default=str), ex=retention)
@@ -75,12 +80,13 @@ async def record_failure(
 
 
 async def failed_jobs(redis: ArqRedis, queue_name: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest failed jobs first."""
+    """The newest failed jobs, security events (failed deactivations and deletions) first."""
     ids: Sequence[bytes] = await redis.zrevrange(failed_index(queue_name), 0, limit - 1)
     if not ids:
         return []
     raw = await redis.mget([failed_key(queue_name, job_id.decode()) for job_id in ids])
-    return [json.loads(r) for r in raw if r is not None]
+    records = [json.loads(r) for r in raw if r is not None]
+    return sorted(records, key=lambda record: not record.get("security", False))  # stable: newest first
 
 
 async def failed_job(redis: ArqRedis, queue_name: str, job_id: str) -> dict[str, Any] | None:

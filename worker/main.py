@@ -7,6 +7,7 @@ import gc
 import logging
 from typing import Any
 
+from arq import cron
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,7 +23,7 @@ from worker.passwords import PasswordHashing
 from worker.retries import is_transient
 from worker.sealing import KeyRing
 from worker.serialization import deserialize, serialize
-from worker.services.group_commit import ProvisionGroups
+from worker.services.group_commit import CommandGroups
 from worker.settings import Settings, get_settings
 from worker.tasks import TASKS
 
@@ -45,8 +46,8 @@ async def startup(ctx: WorkerContext) -> None:
         raise StartupError(state.describe())
     await _warm_pool(engine, min(settings.db_pool_warm, settings.db_pool_size))
     ctx["session_factory"] = create_session_factory(engine)
-    ctx["provision_groups"] = (
-        ProvisionGroups(ctx["session_factory"], window=settings.group_commit_window)
+    ctx["command_groups"] = (
+        CommandGroups(ctx["session_factory"], window=settings.group_commit_window)
         if settings.group_commit
         else None
     )
@@ -148,6 +149,12 @@ def worker_settings(
     hooks = {"on_job_start": on_job_start, "on_job_end": on_job_end, "after_job_end": after_job_end}
     return {
         "functions": list(TASKS),
+        # Housekeeping: one worker runs each scheduled run (ARQ's unique cron job ids). By import
+        # path: ARQ's cron() types its function's ctx as a plain dict.
+        "cron_jobs": [
+            cron("worker.tasks.expire_intents", name="expire_intents"),  # every minute
+            cron("worker.tasks.purge_expired", name="purge_expired", minute=17),  # hourly
+        ],
         "queue_name": settings.queue_name,
         "redis_settings": settings.redis_settings,
         "max_jobs": settings.max_jobs,

@@ -21,6 +21,12 @@ JOBS_FAILED = Counter(
 JOBS_RETRIED = Counter(
     "provisioning_jobs_retried", "Job runs ending in a retry", ["function", "error_type"], registry=REGISTRY
 )
+SECURITY_FAILURES = Counter(
+    "provisioning_security_failures",
+    "Deactivations and deletions that failed for good: a person may keep access",
+    ["function"],
+    registry=REGISTRY,
+)
 JOB_DURATION = Histogram(
     "provisioning_job_duration_seconds",
     "Time in the task, by function",
@@ -30,7 +36,7 @@ JOB_DURATION = Histogram(
 )
 GROUP_SIZE = Histogram(
     "provisioning_group_size",
-    "provision_user jobs written by one group-commit statement",
+    "Single-user jobs written by one group-commit statement",
     registry=REGISTRY,
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )

@@ -29,6 +29,7 @@ from worker.security import (
     is_argon2id_hash,
     meets_minimum,
 )
+from worker.stamps import AsOf
 
 RoleName = Literal["admin", "member", "viewer"]
 
@@ -72,9 +73,11 @@ class Payload(BaseModel):
 
 
 class UserRef(Payload):
-    """Arguments naming one user by email (any letter case)."""
+    """Arguments naming one user by email (any letter case), and optionally when the command was made."""
 
     email: Email
+    # Set by the system of record; without it the job's enqueue time orders the command.
+    as_of: AsOf | None = None
 
 
 class UserWithRole(UserRef):
@@ -128,6 +131,7 @@ class BulkUser(TypedDict):
     email: Email
     role: RoleName
     password_hash: NotRequired[Argon2idHash | None]
+    as_of: NotRequired[AsOf | None]
 
 
 class ProvisionUsers(Payload):
@@ -136,6 +140,8 @@ class ProvisionUsers(Payload):
     # Entries are validated one by one (see parse_bulk_entries), so that one bad entry
     # rejects only itself; here only the batch's shape is checked.
     users: Annotated[list[Any], Field(min_length=1, max_length=BULK_HARD_LIMIT)]
+    # Every entry's stamp, unless the entry has its own as_of; without either, the enqueue time.
+    as_of: AsOf | None = None
 
 
 PAYLOADS: dict[str, type[Payload]] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from arq.connections import RedisSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console", "off"] = "auto"
     bulk_max_batch: Annotated[int, Field(gt=0, le=10_000)] = 1000
     bulk_concurrency: PositiveInt = 4
+
+    # Ordering (docs/jobs.md): stamps further ahead than this are refused (a bad clock), and so are
+    # stamps older than TOMBSTONE_RETENTION, which is how long deletes' tombstones are kept.
+    max_clock_skew: Annotated[float, Field(ge=0)] = 300.0
+    tombstone_retention: PositiveInt = 30 * 24 * 3600
+    intent_window: PositiveInt = 3600
+    audit_retention: PositiveInt = 365 * 24 * 3600
 
     # Sealed passwords: comma-separated Fernet keys; the first seals, all open (rotation).
     seal_keys: SecretStr | None = None
@@ -122,6 +129,15 @@ class Settings(BaseSettings):
                     'make one with python -c "from worker.sealing import new_seal_key; print(new_seal_key())"'
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _tombstones_outlive_failures(self) -> Settings:
+        if self.tombstone_retention <= self.failed_job_retention:
+            raise ValueError(
+                f"TOMBSTONE_RETENTION ({self.tombstone_retention}s) must be longer than FAILED_JOB_RETENTION "
+                f"({self.failed_job_retention}s), or `python -m worker retry` would send refused stamps"
+            )
+        return self
 
     @property
     def seal_key_list(self) -> list[str]:

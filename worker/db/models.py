@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, Identity, Index, MetaData, String, func, text
+from sqlalchemy import BigInteger, DateTime, Enum, Identity, Index, MetaData, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so autogenerate and downgrades never chase generated names.
@@ -38,15 +40,31 @@ ROLES: dict[str, Role] = {role.value: role for role in Role}
 """Each role by its name; a dict lookup, cheaper than `Role(name)` on the bulk path."""
 
 
+def _as_of() -> Mapped[int]:
+    """The `as_of` (µs since the epoch) of the command that last wrote a field; 0 for none."""
+    return mapped_column(BigInteger, server_default=text("0"))
+
+
+def _job_id() -> Mapped[str]:
+    """The job id of the command that last wrote a field, compared in byte order to break ties."""
+    return mapped_column(Text(collation="C"), server_default=text("''"))
+
+
 class User(Base):
-    """A provisioned account, identified by its email in any letter case."""
+    """One row per email (any letter case): a provisioned account, or the stamps of one that is not.
+
+    Every field carries the stamp of the newest command that wrote it, so that commands converge on
+    the newest one's state whatever order they run in. A row with `provisioned` false is no user:
+    it is a tombstone (a delete's stamps) or holds commands that arrived before their user
+    (a `set_user_role` intent, a deactivation). Repositories hide such rows from user lookups.
+    """
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
     hashed_password: Mapped[str | None] = mapped_column(String(512))
-    role: Mapped[Role] = mapped_column(
+    role: Mapped[Role | None] = mapped_column(
         Enum(
             Role,
             name="role",
@@ -58,6 +76,19 @@ class User(Base):
         )
     )
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    provisioned: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Each field's stamp (as_of, job id): provisioned, role, is_active and hashed_password.
+    provisioned_as_of: Mapped[int] = _as_of()
+    provisioned_job_id: Mapped[str] = _job_id()
+    role_as_of: Mapped[int] = _as_of()
+    role_job_id: Mapped[str] = _job_id()
+    active_as_of: Mapped[int] = _as_of()
+    active_job_id: Mapped[str] = _job_id()
+    password_as_of: Mapped[int] = _as_of()
+    password_job_id: Mapped[str] = _job_id()
+    # When a set_user_role intent was stored for a user not provisioned yet (it expires after
+    # INTENT_WINDOW); None otherwise.
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -66,7 +97,36 @@ class User(Base):
     __table_args__ = (
         # Case-insensitive uniqueness, enforced by PostgreSQL; also the ON CONFLICT target.
         Index("uq_users_email_lower", func.lower(email), unique=True),
+        # Pending set_user_role intents, for their expiry; NULL on every other row, so small.
+        Index("ix_users_pending_since", pending_since, postgresql_where=pending_since.isnot(None)),
     )
 
     def __repr__(self) -> str:
-        return f"User(id={self.id!r}, email={self.email!r}, role={self.role!r}, is_active={self.is_active!r})"
+        return (
+            f"User(id={self.id!r}, email={self.email!r}, role={self.role!r}, is_active={self.is_active!r}, "
+            f"provisioned={self.provisioned!r})"
+        )
+
+
+class UserChange(Base):
+    """The audit trail: one row per command outcome and email (a re-run of a job adds none)."""
+
+    __tablename__ = "user_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    job_id: Mapped[str] = mapped_column(Text)
+    function: Mapped[str] = mapped_column(String(32))
+    as_of: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    # Changed fields as {"field": [old, new]}; a password only ever as "password": "changed".
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("uq_user_changes_job_id_email", job_id, func.lower(email), unique=True),
+        Index("ix_user_changes_email_lower", func.lower(email)),
+        # Purged by age in insertion order: a BRIN index costs next to nothing to maintain.
+        Index("ix_user_changes_recorded_at", recorded_at, postgresql_using="brin"),
+    )

@@ -3,96 +3,275 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, TypedDict, Unpack
+from typing import Any, NamedTuple, TypedDict, Unpack
 
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, select, text
 
 from worker.db.models import Role, User
 from worker.repositories.base import BaseRepository
 
-# One statement for a whole batch: unnest the columns, insert, and on a case-insensitive email
-# conflict update only rows that differ. RETURNING lists the rows written; (xmax = 0) is true for
-# rows this statement inserted and false for rows it updated (PostgreSQL sets xmax on update).
-_ON_EMAIL_CONFLICT = """
-    ON CONFLICT (lower(email)) DO UPDATE
-    SET role = EXCLUDED.role,
-        hashed_password = COALESCE(EXCLUDED.hashed_password, users.hashed_password),
-        is_active = true,
-        updated_at = now()
-    WHERE users.role IS DISTINCT FROM EXCLUDED.role
-       OR (EXCLUDED.hashed_password IS NOT NULL
-           AND users.hashed_password IS DISTINCT FROM EXCLUDED.hashed_password)
-       OR NOT users.is_active
-"""
-_UNNEST_COLUMNS = "unnest(CAST(:emails AS varchar[]), CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]))"
-
-_UPSERT_MANY = text(
-    f"""
-    WITH written AS (
-        INSERT INTO users (email, role, hashed_password)
-        SELECT email, role, hashed_password
-        FROM {_UNNEST_COLUMNS} AS batch(email, role, hashed_password)
-        ORDER BY lower(email)
-        {_ON_EMAIL_CONFLICT}
-        RETURNING (xmax = 0) AS inserted
-    )
-    SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS updated
-    FROM written
-    """  # noqa: S608 - constant SQL fragments, no input
-)
-
-
-# The same upsert, for a group of single-user jobs that share one statement (group commit): one
-# row back per input row, in input order, with the user's state and what happened to it. Rows the
-# upsert left alone are read from the statement's snapshot; a row inserted by another transaction
-# after that snapshot comes back with a NULL id, and its job must run again.
-_PROVISION_GROUP = text(
-    f"""
-    WITH batch AS (
-        SELECT email, role, hashed_password, position
-        FROM {_UNNEST_COLUMNS} WITH ORDINALITY AS batch(email, role, hashed_password, position)
+# Every command (all five functions) is applied by one set-based statement: a group of concurrent
+# jobs, a bulk batch, or a single job. Each field (provisioned, role, is_active, hashed_password)
+# carries the stamp (as_of, job id) of the newest command that wrote it, and a command writes a
+# field only when its own stamp is newer (last writer wins, field by field). A newer command
+# writes its stamps even when the values do not change, and a delete resets every field at its
+# stamp, so the result is the same as applying the commands one by one in stamp order.
+#
+# Concurrent commands for one email are serialised by the row's lock: `old` locks the existing
+# rows in key order (FOR UPDATE returns their newest committed version), the merge is computed
+# from them, and `upd` writes them back. Emails with no row yet are inserted (`ins`), in key order;
+# if another transaction inserted the same email meanwhile, the row comes back `raced` and the
+# caller applies that command again (the row is then found and locked).
+#
+# Each command outcome also writes one audit row (`user_changes`), de-duplicated on (job id, email)
+# so that a re-delivered job adds none.
+_MERGE = """
+    WITH cmd AS (
+        SELECT c.email, lower(c.email) AS key, c.function, c.role, c.hash, c.as_of,
+               c.job_id COLLATE "C" AS job_id, c.position,
+               c.function IN ('provision_user', 'provision_users') AS provision,
+               c.function = 'delete_user' AS remove
+        FROM unnest(CAST(:emails AS varchar[]), CAST(:functions AS varchar[]), CAST(:roles AS varchar[]),
+                    CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]), CAST(:job_ids AS text[]))
+             WITH ORDINALITY AS c(email, function, role, hash, as_of, job_id, position)
     ),
-    written AS (
-        INSERT INTO users (email, role, hashed_password)
-        SELECT email, role, hashed_password FROM batch ORDER BY lower(email)
-        {_ON_EMAIL_CONFLICT}
-        RETURNING id, email, role, is_active, (xmax = 0) AS inserted
+    old AS (
+        SELECT lower(u.email) AS key, u.id, u.email, u.role, u.is_active, u.hashed_password,
+               u.provisioned, u.provisioned_as_of, u.provisioned_job_id, u.role_as_of, u.role_job_id,
+               u.active_as_of, u.active_job_id, u.password_as_of, u.password_job_id, u.pending_since
+        FROM users u
+        WHERE lower(u.email) = ANY (ARRAY(SELECT key FROM cmd))
+        ORDER BY lower(u.email)
+        FOR UPDATE
+    ),
+    stamped AS (
+        -- w_<field>: the command names the field and is newer than the field's stamp;
+        -- s_<field>: the field already holds this very command (a re-delivery).
+        SELECT cmd.*, o.id AS old_id, o.email AS old_email, o.role AS old_role,
+               o.is_active AS old_active, o.hashed_password AS old_hash, o.pending_since AS old_pending,
+               coalesce(o.provisioned, false) AS was_provisioned,
+               coalesce(o.provisioned_as_of, 0) AS p_as_of, coalesce(o.provisioned_job_id, '') AS p_job,
+               coalesce(o.role_as_of, 0) AS r_as_of, coalesce(o.role_job_id, '') AS r_job,
+               coalesce(o.active_as_of, 0) AS a_as_of, coalesce(o.active_job_id, '') AS a_job,
+               coalesce(o.password_as_of, 0) AS h_as_of, coalesce(o.password_job_id, '') AS h_job,
+               (cmd.provision OR cmd.remove) AS n_p,
+               cmd.function <> 'deactivate_user' AS n_r,
+               cmd.function <> 'set_user_role' AS n_a,
+               (cmd.remove OR (cmd.provision AND cmd.hash IS NOT NULL)) AS n_h
+        FROM cmd LEFT JOIN old o USING (key)
+    ),
+    decided AS (
+        SELECT s.*,
+               s.n_p AND (s.as_of, s.job_id) > (s.p_as_of, s.p_job) AS w_p,
+               s.n_r AND (s.as_of, s.job_id) > (s.r_as_of, s.r_job) AS w_r,
+               s.n_a AND (s.as_of, s.job_id) > (s.a_as_of, s.a_job) AS w_a,
+               s.n_h AND (s.as_of, s.job_id) > (s.h_as_of, s.h_job) AS w_h,
+               (s.n_p AND (s.as_of, s.job_id) < (s.p_as_of, s.p_job) OR NOT s.n_p)
+                 AND (s.n_r AND (s.as_of, s.job_id) < (s.r_as_of, s.r_job) OR NOT s.n_r)
+                 AND (s.n_a AND (s.as_of, s.job_id) < (s.a_as_of, s.a_job) OR NOT s.n_a)
+                 AND (s.n_h AND (s.as_of, s.job_id) < (s.h_as_of, s.h_job) OR NOT s.n_h) AS all_newer,
+               (s.as_of, s.job_id) = (s.r_as_of, s.r_job) AS holds_r
+        FROM stamped s
+    ),
+    merged AS (
+        SELECT d.*,
+               CASE WHEN d.w_p THEN d.provision ELSE d.was_provisioned END AS new_provisioned,
+               CASE WHEN d.w_p AND d.provision THEN d.email
+                    ELSE coalesce(d.old_email, d.email) END AS new_email,
+               CASE WHEN d.w_r THEN d.role ELSE d.old_role END AS new_role,
+               CASE WHEN d.w_a THEN d.provision ELSE coalesce(d.old_active, false) END AS new_active,
+               CASE WHEN d.w_h THEN d.hash ELSE d.old_hash END AS new_hash,
+               (d.w_p OR d.w_r OR d.w_a OR d.w_h) AS wrote
+        FROM decided d
+    ),
+    n AS (
+        SELECT m.*,
+               m.new_provisioned AND NOT m.was_provisioned AS created,
+               -- A user re-created after a delete is a new user: a new id for its new life.
+               CASE WHEN m.old_id IS NOT NULL AND m.new_provisioned AND NOT m.was_provisioned
+                    THEN nextval('users_id_seq') ELSE m.old_id END AS user_id,
+               CASE WHEN m.new_provisioned THEN NULL
+                    WHEN m.w_r AND m.function = 'set_user_role' THEN now()
+                    WHEN m.w_r THEN NULL
+                    ELSE m.old_pending END AS new_pending,
+               CASE
+                   WHEN m.remove THEN
+                       CASE WHEN m.was_provisioned AND NOT m.new_provisioned THEN 'deleted'
+                            WHEN m.new_provisioned THEN 'superseded'
+                            ELSE 'absent' END
+                   WHEN NOT m.new_provisioned THEN
+                       CASE m.function WHEN 'deactivate_user' THEN 'absent'
+                                       WHEN 'set_user_role' THEN
+                                           CASE WHEN m.w_r OR m.holds_r THEN 'pending' ELSE 'superseded' END
+                                       ELSE 'superseded' END
+                   WHEN NOT m.was_provisioned THEN 'created'
+                   WHEN m.new_email <> m.old_email OR m.new_role IS DISTINCT FROM m.old_role
+                        OR m.new_active <> m.old_active OR m.new_hash IS DISTINCT FROM m.old_hash
+                       THEN 'updated'
+                   WHEN m.all_newer THEN 'superseded'
+                   ELSE 'unchanged'
+               END AS status
+        FROM merged m
+    ),
+    upd AS (
+        UPDATE users u
+        SET id = n.user_id, email = n.new_email, provisioned = n.new_provisioned, role = n.new_role,
+            is_active = n.new_active, hashed_password = n.new_hash, pending_since = n.new_pending,
+            provisioned_as_of = CASE WHEN n.w_p THEN n.as_of ELSE u.provisioned_as_of END,
+            provisioned_job_id = CASE WHEN n.w_p THEN n.job_id ELSE u.provisioned_job_id END,
+            role_as_of = CASE WHEN n.w_r THEN n.as_of ELSE u.role_as_of END,
+            role_job_id = CASE WHEN n.w_r THEN n.job_id ELSE u.role_job_id END,
+            active_as_of = CASE WHEN n.w_a THEN n.as_of ELSE u.active_as_of END,
+            active_job_id = CASE WHEN n.w_a THEN n.job_id ELSE u.active_job_id END,
+            password_as_of = CASE WHEN n.w_h THEN n.as_of ELSE u.password_as_of END,
+            password_job_id = CASE WHEN n.w_h THEN n.job_id ELSE u.password_job_id END,
+            created_at = CASE WHEN n.created THEN now() ELSE u.created_at END,
+            updated_at = now()
+        FROM n
+        WHERE n.old_id IS NOT NULL AND n.wrote AND lower(u.email) = n.key
+    ),
+    ins AS (
+        INSERT INTO users (email, provisioned, role, is_active, hashed_password, pending_since,
+                           provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
+                           active_as_of, active_job_id, password_as_of, password_job_id)
+        SELECT n.new_email, n.new_provisioned, n.new_role, n.new_active, n.new_hash, n.new_pending,
+               CASE WHEN n.w_p THEN n.as_of ELSE 0 END, CASE WHEN n.w_p THEN n.job_id ELSE '' END,
+               CASE WHEN n.w_r THEN n.as_of ELSE 0 END, CASE WHEN n.w_r THEN n.job_id ELSE '' END,
+               CASE WHEN n.w_a THEN n.as_of ELSE 0 END, CASE WHEN n.w_a THEN n.job_id ELSE '' END,
+               CASE WHEN n.w_h THEN n.as_of ELSE 0 END, CASE WHEN n.w_h THEN n.job_id ELSE '' END
+        FROM n
+        WHERE n.old_id IS NULL
+        ORDER BY n.key
+        ON CONFLICT (lower(email)) DO NOTHING
+        RETURNING id, lower(email) AS key
+    ),
+    res AS (
+        SELECT n.*, coalesce(ins.id, n.user_id) AS id, n.old_id IS NULL AND ins.id IS NULL AS raced
+        FROM n LEFT JOIN ins USING (key)
+    ),
+    audit AS (
+        INSERT INTO user_changes (email, user_id, job_id, function, as_of, status, changes)
+        SELECT r.new_email, CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
+               r.job_id, r.function, r.as_of, r.status,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'provisioned', CASE WHEN r.new_provisioned <> r.was_provisioned
+                                       THEN jsonb_build_array(r.was_provisioned, r.new_provisioned) END,
+                   'email', CASE WHEN r.new_email <> r.old_email
+                                 THEN jsonb_build_array(r.old_email, r.new_email) END,
+                   'role', CASE WHEN r.new_role IS DISTINCT FROM r.old_role
+                                THEN jsonb_build_array(r.old_role, r.new_role) END,
+                   'is_active', CASE WHEN r.new_active IS DISTINCT FROM r.old_active
+                                     THEN jsonb_build_array(r.old_active, r.new_active) END,
+                   'password', CASE WHEN r.new_hash IS DISTINCT FROM r.old_hash THEN 'changed' END))
+        FROM res r
+        WHERE NOT r.raced
+        ON CONFLICT DO NOTHING
     )
-    SELECT coalesce(w.id, u.id) AS id, coalesce(w.email, u.email) AS email,
-           coalesce(w.role, u.role) AS role, coalesce(w.is_active, u.is_active) AS is_active,
-           CASE WHEN w.id IS NULL THEN 'unchanged' WHEN w.inserted THEN 'created' ELSE 'updated' END AS status
-    FROM batch b
-    LEFT JOIN written w ON lower(w.email) = lower(b.email)
-    LEFT JOIN users u ON lower(u.email) = lower(b.email)
-    ORDER BY b.position
-    """  # noqa: S608 - constant SQL fragments, no input
+"""
+
+_APPLY = text(
+    _MERGE  # noqa: S608 - constant SQL fragments, no input
+    + """
+    SELECT r.raced, r.status, CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
+           r.new_email, r.new_provisioned, r.new_role, r.new_active
+    FROM res r
+    ORDER BY r.position
+    """
+)
+
+_APPLY_COUNTING = text(
+    _MERGE  # noqa: S608 - constant SQL fragments, no input
+    + """
+    SELECT count(*) FILTER (WHERE status = 'created'), count(*) FILTER (WHERE status = 'updated'),
+           count(*) FILTER (WHERE status = 'unchanged'), count(*) FILTER (WHERE status = 'superseded'),
+           coalesce(array_agg(position - 1 ORDER BY position) FILTER (WHERE raced), '{}')
+    FROM res
+    """
 )
 
 
-class ProvisionedRow(NamedTuple):
-    """One group member's user after the group's statement (id None: run that job again)."""
+# Set_user_role intents that no provision claimed in time: locked (skipping rows other
+# transactions hold), then reset as if the intent had never come: the role goes back to the stamp
+# of the row's last provision or delete.
+_EXPIRE_INTENTS = text(
+    """
+    WITH expired AS (
+        SELECT id, email, role, role_as_of, role_job_id
+        FROM users
+        WHERE pending_since IS NOT NULL AND pending_since < now() - make_interval(secs => :window)
+          AND NOT provisioned
+        ORDER BY pending_since
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    ),
+    reset AS (
+        UPDATE users u
+        SET role = NULL, role_as_of = u.provisioned_as_of, role_job_id = u.provisioned_job_id,
+            pending_since = NULL, updated_at = now()
+        FROM expired e
+        WHERE u.id = e.id
+    )
+    SELECT email, role, role_as_of, role_job_id FROM expired
+    """
+)
 
-    id: int | None
-    email: str | None
-    role: str | None
-    is_active: bool | None
+# Rows that are no user and whose every stamp is older than any stamp still accepted: no command
+# can be ordered against them any more.
+_PURGE_TOMBSTONES = text(
+    """
+    DELETE FROM users
+    WHERE id IN (
+        SELECT id FROM users
+        WHERE NOT provisioned
+          AND greatest(provisioned_as_of, role_as_of, active_as_of, password_as_of) < :cutoff
+          AND pending_since IS NULL
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
+class ExpiredIntent(NamedTuple):
+    """A set_user_role that waited for its user longer than INTENT_WINDOW."""
+
+    email: str
+    role: str
+    as_of: int
+    job_id: str
+
+
+class Applied(NamedTuple):
+    """One command's effect: its status and the row's state after it (`raced`: apply it again)."""
+
+    raced: bool
     status: str
+    user_id: int | None
+    email: str
+    provisioned: bool
+    role: str | None
+    is_active: bool
 
 
-class UpsertCounts(NamedTuple):
-    """Rows a batch upsert wrote; the rest of the batch already held."""
+class AppliedCounts(NamedTuple):
+    """A batch's statuses counted; `raced` holds the indexes of commands to apply again."""
 
     created: int
     updated: int
+    unchanged: int
+    superseded: int
+    raced: list[int]
 
 
-class UserSpec(TypedDict):
-    """A user as a batch states it."""
+class UserCommand(TypedDict):
+    """One command as the merge statement takes it (see docs/jobs.md for the functions)."""
 
     email: str
-    role: Role
+    function: str
+    role: str | None
     hashed_password: str | None
+    as_of: int
+    job_id: str
 
 
 class UserChanges(TypedDict, total=False):
@@ -104,12 +283,15 @@ class UserChanges(TypedDict, total=False):
     is_active: bool
 
 
-def _columns(specs: Sequence[UserSpec]) -> dict[str, list[str | None]]:
-    """The parameters of `_UNNEST_COLUMNS`: one array per column, in the order of `specs`."""
+def _columns(commands: Sequence[UserCommand]) -> dict[str, list[Any]]:
+    """The merge statement's parameters: one array per column, in the order of `commands`."""
     return {
-        "emails": [spec["email"] for spec in specs],
-        "roles": [spec["role"].value for spec in specs],
-        "hashes": [spec["hashed_password"] for spec in specs],
+        "emails": [c["email"] for c in commands],
+        "functions": [c["function"] for c in commands],
+        "roles": [c["role"] for c in commands],
+        "hashes": [c["hashed_password"] for c in commands],
+        "as_ofs": [c["as_of"] for c in commands],
+        "job_ids": [c["job_id"] for c in commands],
     }
 
 
@@ -125,26 +307,13 @@ class UserRepository(BaseRepository[User]):
         user = User(email=email, role=role, hashed_password=hashed_password, is_active=is_active)
         return await self.add(user)
 
-    async def create_user_if_absent(
-        self, *, email: str, role: Role, hashed_password: str | None = None
-    ) -> User | None:
-        """Insert a user unless one with this email exists (or is being inserted); None when it did not."""
-        statement = (
-            insert(User)
-            .values(email=email, role=role, hashed_password=hashed_password)
-            .on_conflict_do_nothing(index_elements=[func.lower(User.email)])
-            .returning(User)
-        )
-        result = await self.session.scalars(statement, execution_options={"populate_existing": True})
-        return result.one_or_none()
-
     async def get_user_by_id(self, user_id: int) -> User | None:
         """The user with this id, or None."""
         return await self.get(user_id)
 
     async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
-        """The user with this email in any letter case, or None; `for_update` locks the row."""
-        statement = select(User).where(func.lower(User.email) == func.lower(email))
+        """The provisioned user with this email in any letter case, or None; `for_update` locks the row."""
+        statement = select(User).where(func.lower(User.email) == func.lower(email), User.provisioned)
         if for_update:
             statement = statement.with_for_update()
         return await self.get_one_or_none(statement)
@@ -160,20 +329,34 @@ class UserRepository(BaseRepository[User]):
         """Delete `user` and flush."""
         await self.delete(user)
 
-    async def upsert_users(self, specs: Sequence[UserSpec]) -> UpsertCounts:
-        """Ensure every spec holds, in one statement; how many rows it inserted and updated.
+    async def apply(self, commands: Sequence[UserCommand]) -> list[Applied]:
+        """Apply commands for distinct emails (any letter case) in one statement; a row each, in order."""
+        result = await self.session.execute(_APPLY, _columns(commands))
+        return [Applied(*row) for row in result]
 
-        Emails must be distinct (case-insensitively). Rows are written in email order, so that
-        concurrent batches lock rows in the same order and cannot deadlock each other.
-        """
-        result = await self.session.execute(_UPSERT_MANY, _columns(specs))
-        return UpsertCounts(*result.one())
+    async def apply_counting(self, commands: Sequence[UserCommand]) -> AppliedCounts:
+        """As `apply`, for a large batch: only the statuses' counts and the raced commands' indexes."""
+        result = await self.session.execute(_APPLY_COUNTING, _columns(commands))
+        return AppliedCounts(*result.one())
 
-    async def provision_group(self, specs: Sequence[UserSpec]) -> list[ProvisionedRow]:
-        """Upsert a group of users (distinct emails) in one statement; one row back per spec, in order."""
-        result = await self.session.execute(_PROVISION_GROUP, _columns(specs))
-        return [ProvisionedRow(*row) for row in result]
+    async def expire_intents(self, *, window: float, batch: int) -> list[ExpiredIntent]:
+        """Drop up to `batch` set_user_role intents older than `window` seconds; which they were."""
+        result = await self.session.execute(_EXPIRE_INTENTS, {"window": window, "batch": batch})
+        return [ExpiredIntent(*row) for row in result]
+
+    async def purge_tombstones(self, *, older_than: int, batch: int) -> int:
+        """Delete up to `batch` rows that are no user and whose stamps are all before `older_than` (µs)."""
+        result = await self.session.execute(_PURGE_TOMBSTONES, {"cutoff": older_than, "batch": batch})
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+    async def erase_stamps(self, email: str) -> int:
+        """Delete the row of `email` (any letter case) if it is no user: a tombstone or early intents."""
+        result = await self.session.execute(
+            delete(User).where(func.lower(User.email) == func.lower(email), User.provisioned.is_(False))
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
 
     async def list_users(self, *, limit: int = 100, offset: int = 0) -> Sequence[User]:
-        """A page of users in id order."""
-        return await self.list(limit=limit, offset=offset)
+        """A page of provisioned users in id order."""
+        statement = select(User).where(User.provisioned).order_by(User.id).limit(limit).offset(offset)
+        return (await self.session.scalars(statement)).all()

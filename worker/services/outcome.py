@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.db.models import User
-
-Status = Literal["created", "updated", "unchanged", "deleted", "absent"]
+Status = Literal["created", "updated", "unchanged", "deleted", "absent", "superseded", "pending"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +17,6 @@ class UserOutcome:
     user_id: int | None = None
     role: str | None = None
     is_active: bool | None = None
-
-    @classmethod
-    def of(cls, status: Status, user: User) -> UserOutcome:
-        """The outcome for `user` as it now stands."""
-        return cls(
-            status=status, email=user.email, user_id=user.id, role=user.role.value, is_active=user.is_active
-        )
 
     def as_result(self) -> dict[str, object]:
         """The JSON-ready job result (fields that are None are left out)."""
@@ -40,6 +31,7 @@ class BatchOutcome:
     created: int
     updated: int
     unchanged: int
+    superseded: int
     rejected: list[dict[str, object]]
 
     def as_result(self) -> dict[str, object]:
@@ -48,6 +40,7 @@ class BatchOutcome:
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "superseded": self.superseded,
             "rejected": len(self.rejected),
             "rejections": self.rejected,
         }

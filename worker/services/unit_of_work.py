@@ -7,6 +7,7 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from worker.repositories.audit import AuditRepository
 from worker.repositories.user import UserRepository
 
 
@@ -16,6 +17,7 @@ class UnitOfWork:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.users = UserRepository(session)
+        self.audit = AuditRepository(session)
 
     async def __aenter__(self) -> Self:
         return self

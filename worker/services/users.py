@@ -1,123 +1,134 @@
-"""Declarative, idempotent user provisioning: each call states the end state it ensures."""
+"""User provisioning as stamped commands: each user converges on its newest command's state.
+
+Every command is applied by the repository's merge statement, which compares stamps field by
+field, so the order in which jobs run does not matter (docs/jobs.md, "Ordering"). A service call
+is one unit of work: all of its commands are committed together, or none is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from worker.db.models import ROLES, User
-from worker.errors import UserNotFound
-from worker.passwords import DesiredPassword, GivenHash
-from worker.payloads import BulkUser, DeactivateUser, DeleteUser, ProvisionUser, SetUserRole
-from worker.repositories.user import UserChanges, UserSpec
+from worker.passwords import DesiredPassword
+from worker.payloads import BulkUser, Payload, ProvisionUser, UserWithRole
+from worker.repositories.user import Applied, UserCommand
 from worker.retries import TransientError
-from worker.services.outcome import BatchOutcome, UserOutcome
+from worker.services.outcome import BatchOutcome, Status, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
+from worker.stamps import Stamp
+
+# A command comes back `raced` when another transaction inserted its email's first row meanwhile;
+# the next attempt finds and locks that row. More rounds than this mean something else is wrong.
+MAX_ROUNDS = 3
 
 
 class ConcurrentChange(TransientError):
     """Another job changed this user under us in a way a fresh run resolves (it is retried)."""
 
 
-async def provision_user(
-    uow: UnitOfWork, command: ProvisionUser, password: DesiredPassword | None = None
-) -> UserOutcome:
-    """Ensure an active user with this email and role exists, with `password` when one is given.
+def user_command(
+    function: str, payload: Payload, stamp: Stamp, *, hashed_password: str | None = None
+) -> UserCommand:
+    """The merge statement's command for a single-user job's validated payload."""
+    email: str = getattr(payload, "email")  # noqa: B009 - every single-user payload names one
+    return {
+        "email": email,
+        "function": function,
+        "role": payload.role if isinstance(payload, UserWithRole) else None,
+        "hashed_password": hashed_password
+        if hashed_password is not None
+        else (payload.password_hash if isinstance(payload, ProvisionUser) else None),
+        "as_of": stamp.as_of,
+        "job_id": stamp.job_id,
+    }
 
-    Without `password`, a `password_hash` in the command is the password; with neither, any stored
-    password is kept. Password work (argon2id) happens before the transaction, so no connection
-    or row lock is held while it runs.
+
+def bulk_commands(entries: Sequence[tuple[int, BulkUser]], stamp: Stamp) -> list[UserCommand]:
+    """The commands of a `provision_users` batch: each entry with its own as_of, else the batch's stamp."""
+    return [
+        {
+            "email": user["email"],
+            "function": "provision_users",
+            "role": user["role"],
+            "hashed_password": user.get("password_hash"),
+            "as_of": user.get("as_of") or stamp.as_of,
+            "job_id": stamp.job_id,
+        }
+        for _, user in entries
+    ]
+
+
+async def password_to_store(uow: UnitOfWork, email: str, password: DesiredPassword) -> str:
+    """The hash a sealed password asks for: the stored one if it still verifies, else a fresh one.
+
+    Runs before the command's transaction, in a short one of its own, so that no connection or
+    row lock is held while argon2id works. Should the stored hash change meanwhile, the stamps
+    still decide which command's password stands.
     """
-    if password is None and command.password_hash is not None:
-        password = GivenHash(command.password_hash)
-    stored_hash: str | None = None
-    new_hash: str | None = None
-    if password is not None:
-        async with uow:
-            current = await uow.users.get_user_by_email(command.email)
-            stored_hash = current.hashed_password if current is not None else None
-        new_hash = await password.replacement_for(stored_hash)  # None: keep `stored_hash`
-
     async with uow:
-        user = await uow.users.get_user_by_email(command.email, for_update=True)
-        if user is None:
-            created = await uow.users.create_user_if_absent(
-                email=command.email, role=command.role_enum, hashed_password=new_hash or stored_hash
-            )
-            if created is not None:
-                await uow.commit()
-                return UserOutcome.of("created", created)
-            # Another transaction inserted this email first: fall through and converge on its row.
-            user = await uow.users.get_user_by_email(command.email, for_update=True)
-            if user is None:
-                raise ConcurrentChange(f"user {command.email} was deleted while being provisioned")
+        current = await uow.users.get_user_by_email(email)
+        stored = current.hashed_password if current is not None else None
+    replacement = await password.replacement_for(stored)
+    if replacement is not None:
+        return replacement
+    assert stored is not None  # replacement_for keeps only a hash that exists
+    return stored
 
-        changes: UserChanges = {}
-        if user.role != command.role_enum:
-            changes["role"] = command.role_enum
-        if password is not None:
-            if new_hash is None and user.hashed_password != stored_hash:
-                # We decided to keep a hash that another job has replaced since: decide again.
-                raise ConcurrentChange(f"the password of {command.email} changed while being provisioned")
-            if new_hash is not None and user.hashed_password != new_hash:
-                changes["hashed_password"] = new_hash
-        if not user.is_active:
-            changes["is_active"] = True
-        return await _apply(uow, user, changes)
+
+async def apply_commands(uow: UnitOfWork, commands: Sequence[UserCommand]) -> list[UserOutcome]:
+    """Apply commands for distinct emails in one transaction; one outcome each, in order."""
+    outcomes: list[UserOutcome | None] = [None] * len(commands)
+    todo = list(range(len(commands)))
+    async with uow:
+        for _ in range(MAX_ROUNDS):
+            rows = await uow.users.apply([commands[i] for i in todo])
+            todo_next = []
+            for index, row in zip(todo, rows, strict=True):
+                if row.raced:
+                    todo_next.append(index)
+                else:
+                    outcomes[index] = _outcome(row)
+            todo = todo_next
+            if not todo:
+                await uow.commit()
+                return [outcome for outcome in outcomes if outcome is not None]
+    raise ConcurrentChange(f"{len(todo)} command(s) kept racing other transactions for their row")
+
+
+async def apply_command(uow: UnitOfWork, command: UserCommand) -> UserOutcome:
+    """Apply one command in its own transaction."""
+    (outcome,) = await apply_commands(uow, [command])
+    return outcome
 
 
 async def provision_users(
-    uow: UnitOfWork, entries: Sequence[tuple[int, BulkUser]], rejected: list[dict[str, object]]
+    uow: UnitOfWork, commands: Sequence[UserCommand], rejected: list[dict[str, object]]
 ) -> BatchOutcome:
-    """Ensure every valid entry of a batch holds, in one transaction; `rejected` entries are reported."""
-    specs: list[UserSpec] = [
-        {"email": user["email"], "role": ROLES[user["role"]], "hashed_password": user.get("password_hash")}
-        for _, user in entries
-    ]
+    """Apply a batch's valid commands (distinct emails) in one transaction; `rejected` is reported."""
+    totals = [0, 0, 0, 0]
+    todo = list(commands)
     async with uow:
-        created, updated = await uow.users.upsert_users(specs) if specs else (0, 0)
+        for _ in range(MAX_ROUNDS):
+            if not todo:
+                break
+            counts = await uow.users.apply_counting(todo)
+            for position, count in enumerate(counts[:4]):
+                totals[position] += count
+            todo = [todo[index] for index in counts.raced]
+        else:
+            raise ConcurrentChange(f"{len(todo)} batch entries kept racing other transactions for their row")
         await uow.commit()
+    created, updated, unchanged, superseded = totals
     return BatchOutcome(
-        created=created, updated=updated, unchanged=len(specs) - created - updated, rejected=rejected
+        created=created, updated=updated, unchanged=unchanged, superseded=superseded, rejected=rejected
     )
 
 
-async def set_user_role(uow: UnitOfWork, command: SetUserRole) -> UserOutcome:
-    """Ensure the existing user with this email has this role."""
-    async with uow:
-        user = await uow.users.get_user_by_email(command.email, for_update=True)
-        if user is None:
-            raise UserNotFound(f"set_user_role: no user with email {command.email}: provision it first")
-        changes: UserChanges = {"role": command.role_enum} if user.role != command.role_enum else {}
-        return await _apply(uow, user, changes)
-
-
-async def deactivate_user(uow: UnitOfWork, command: DeactivateUser) -> UserOutcome:
-    """Ensure no active user has this email; an absent user already satisfies that."""
-    async with uow:
-        user = await uow.users.get_user_by_email(command.email, for_update=True)
-        if user is None:
-            return UserOutcome(status="absent", email=command.email)
-        changes: UserChanges = {"is_active": False} if user.is_active else {}
-        return await _apply(uow, user, changes)
-
-
-async def delete_user(uow: UnitOfWork, command: DeleteUser) -> UserOutcome:
-    """Ensure no user has this email; deleting an absent user succeeds and says `absent`."""
-    async with uow:
-        user = await uow.users.get_user_by_email(command.email, for_update=True)
-        if user is None:
-            return UserOutcome(status="absent", email=command.email)
-        outcome = UserOutcome(status="deleted", email=user.email, user_id=user.id)
-        await uow.users.delete_user(user)
-        await uow.commit()
-        return outcome
-
-
-async def _apply(uow: UnitOfWork, user: User, changes: UserChanges) -> UserOutcome:
-    """Write `changes` (if any) and commit; `unchanged` when there was nothing to write."""
-    if not changes:
-        await uow.commit()
-        return UserOutcome.of("unchanged", user)
-    await uow.users.update_user(user, **changes)
-    await uow.commit()
-    return UserOutcome.of("updated", user)
+def _outcome(row: Applied) -> UserOutcome:
+    status = cast(Status, row.status)  # the merge statement's statuses are exactly Status's
+    if row.provisioned:
+        return UserOutcome(
+            status=status, email=row.email, user_id=row.user_id, role=row.role, is_active=row.is_active
+        )
+    return UserOutcome(status=status, email=row.email, user_id=row.user_id)

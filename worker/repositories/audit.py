@@ -1,0 +1,46 @@
+"""The audit trail (`user_changes`): read by email, purged by age, erased on request; never committed here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+
+from worker.db.models import UserChange
+from worker.repositories.base import BaseRepository
+
+
+class AuditRepository(BaseRepository[UserChange]):
+    """Command outcomes, one row per job and email (the merge statement writes them)."""
+
+    model = UserChange
+
+    async def history(self, email: str, *, limit: int = 1000) -> Sequence[UserChange]:
+        """An email's recorded outcomes (any letter case) in stamp order, oldest first."""
+        statement = (
+            select(UserChange)
+            .where(func.lower(UserChange.email) == func.lower(email))
+            .order_by(UserChange.as_of, UserChange.job_id, UserChange.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def purge_recorded_before(self, cutoff: datetime, *, batch: int) -> int:
+        """Delete up to `batch` rows recorded before `cutoff`; how many went."""
+        doomed = (
+            select(UserChange.id)
+            .where(UserChange.recorded_at < cutoff)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        result = await self.session.execute(delete(UserChange).where(UserChange.id.in_(doomed)))
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+    async def erase(self, email: str) -> int:
+        """Delete every row for `email` (any letter case); how many went."""
+        result = await self.session.execute(
+            delete(UserChange).where(func.lower(UserChange.email) == func.lower(email))
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
