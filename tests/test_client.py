@@ -15,6 +15,7 @@ from worker.client import DuplicateJob, ProvisioningClient
 from worker.errors import InvalidPayload
 from worker.security import hash_password
 from worker.serialization import deserialize, serialize
+from worker.stamps import MICROS, now_micros
 
 QUEUE = "unit:queue"
 
@@ -42,7 +43,9 @@ async def test_enqueue_writes_the_documented_json_job(fake_redis: ArqRedis) -> N
     stored = json.loads(await fake_redis.get("arq:job:j1"))
     assert stored["f"] == "provision_user"
     assert stored["a"] == []
+    as_of = stored["k"].pop("as_of")
     assert stored["k"] == {"email": "a@example.com", "role": "member", "password_hash": password_hash}
+    assert abs(as_of - now_micros()) < 60 * MICROS  # stamped by the client's clock
     assert isinstance(stored["et"], int)
     assert await fake_redis.zscore(QUEUE, "j1") == stored["et"]
     assert 0 < await fake_redis.pttl("arq:job:j1") <= 86_400_000
@@ -52,7 +55,25 @@ async def test_optional_fields_left_out_are_not_sent(fake_redis: ArqRedis) -> No
     await ProvisioningClient(fake_redis, queue_name=QUEUE).provision_user(
         email="b@example.com", role="viewer", job_id="j2"
     )
-    assert json.loads(await fake_redis.get("arq:job:j2"))["k"] == {"email": "b@example.com", "role": "viewer"}
+    assert set(json.loads(await fake_redis.get("arq:job:j2"))["k"]) == {"email", "role", "as_of"}
+
+
+async def test_one_clients_commands_are_stamped_in_the_order_sent(fake_redis: ArqRedis) -> None:
+    client = ProvisioningClient(fake_redis, queue_name=QUEUE)
+    for n in range(50):  # many within one microsecond of each other
+        await client.deactivate_user(email="o@example.com", job_id=f"o{n}")
+    stamps = [json.loads(await fake_redis.get(f"arq:job:o{n}"))["k"]["as_of"] for n in range(50)]
+    assert stamps == sorted(set(stamps))
+
+
+async def test_an_explicit_as_of_is_sent_as_given(fake_redis: ArqRedis) -> None:
+    client = ProvisioningClient(fake_redis, queue_name=QUEUE)
+    await client.delete_user(email="x@example.com", job_id="x1", as_of="2026-11-26T09:30:00Z")
+    await client.delete_user(email="x@example.com", job_id="x2", as_of=1_795_685_400_000_001)
+    assert json.loads(await fake_redis.get("arq:job:x1"))["k"]["as_of"] == 1_795_685_400_000_000
+    assert json.loads(await fake_redis.get("arq:job:x2"))["k"]["as_of"] == 1_795_685_400_000_001
+    with pytest.raises(InvalidPayload, match="as_of: must be microseconds"):
+        await client.delete_user(email="x@example.com", as_of=1_795_685_400)  # seconds, not µs
 
 
 async def test_invalid_payload_is_refused_before_anything_is_written(fake_redis: ArqRedis) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import new_id
+from tests.ordering_model import Command, State, final_states
 from tests.processes import start_worker, stop, wait_until
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
@@ -39,16 +40,28 @@ FAST = {"max_jobs": 20, "poll_delay": 0.05, "job_timeout": 2, "retry_base_delay"
 
 async def enqueue_burst(
     client: ProvisioningClient, distinct: int, repeats: int
-) -> tuple[list[str], set[str]]:
-    """`distinct` users, plus `repeats` jobs re-sending some of them in another letter case."""
+) -> tuple[list[str], set[str], list[Command]]:
+    """`distinct` users, plus `repeats` jobs re-sending some of them in another letter case and role."""
     emails = [f"user{i}@example.com" for i in range(distinct)]
     sent = emails + [emails[i * 7 % distinct].upper() for i in range(repeats)]
-    job_ids = []
+    job_ids, commands = [], []
     for i, email in enumerate(sent):
-        role = ROLES[int(email.lower()[4:].split("@")[0]) % 3]
+        role = ROLES[(int(email.lower()[4:].split("@")[0]) + (i >= distinct)) % 3]
         job = await client.provision_user(email=email, role=role, job_id=new_id(f"b{i}"))  # type: ignore[arg-type]
         job_ids.append(job.job_id)
-    return job_ids, {e.lower() for e in sent}
+        commands.append(
+            Command("provision_user", email.replace("@EXAMPLE.COM", "@example.com"), i, job.job_id, role)
+        )
+    return job_ids, {e.lower() for e in sent}, commands
+
+
+async def user_states(engine: AsyncEngine) -> dict[str, State]:
+    """Every provisioned user, by lower-cased email."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+        )
+        return {row.email.lower(): State(*row) for row in rows}
 
 
 async def results(redis: ArqRedis, job_ids: Sequence[str]) -> list[dict[str, object] | None]:
@@ -63,7 +76,11 @@ async def results(redis: ArqRedis, job_ids: Sequence[str]) -> list[dict[str, obj
 async def user_counts(engine: AsyncEngine) -> tuple[int, int]:
     """(rows, distinct lower-cased emails) in the users table."""
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT count(*), count(DISTINCT lower(email)) FROM users"))).one()
+        row = (
+            await conn.execute(
+                text("SELECT count(*), count(DISTINCT lower(email)) FROM users WHERE provisioned")
+            )
+        ).one()
     return int(row[0]), int(row[1])
 
 
@@ -103,7 +120,7 @@ async def test_sigkill_mid_burst_loses_and_doubles_nothing(
     settings: Settings, redis: ArqRedis, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
-    job_ids, emails = await enqueue_burst(client, distinct=2000, repeats=400)
+    job_ids, emails, commands = await enqueue_burst(client, distinct=2000, repeats=400)
     log = tmp_path / "worker.log"
     kills = 0
     worker = start_worker(settings, log, **FAST)
@@ -124,6 +141,8 @@ async def test_sigkill_mid_burst_loses_and_doubles_nothing(
     print(f"\nSIGKILL: {len(emails)} distinct emails, {kills} kills; {tally}")
     assert tally.succeeded == len(job_ids)
     assert tally.rows == tally.distinct_rows == len(emails)
+    # The re-sent commands are newer: their role and spelling win, whatever ran first or twice.
+    assert await user_states(engine) == final_states(commands)
 
 
 async def _users_at_least(engine: AsyncEngine, count: int) -> bool:
@@ -244,7 +263,7 @@ async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
     settings: Settings, redis: ArqRedis, engine: AsyncEngine, tmp_path: Path, outage: str
 ) -> None:
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
-    job_ids, emails = await enqueue_burst(client, distinct=1500, repeats=0)
+    job_ids, emails, commands = await enqueue_burst(client, distinct=1500, repeats=0)
     worker = start_worker(settings, tmp_path / "worker.log", **{**FAST, "job_timeout": 10})
     done = []
     try:
@@ -271,6 +290,7 @@ async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
     if outage == "restart" and CAN_RESTART:
         assert tally.rerun > 0  # a restart always hits jobs in flight (terminating idle backends may not)
     assert tally.rows == tally.distinct_rows == len(emails)
+    assert await user_states(engine) == final_states(commands)
 
 
 async def test_a_failing_per_job_hook_is_logged_and_contained(

@@ -7,13 +7,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import new_id
 from tests.processes import ROOT, start_worker, stop, wait_until, worker_env
+from worker import tasks
 from worker.client import ProvisioningClient
+from worker.context import WorkerContext
+from worker.db.session import create_session_factory
 from worker.failures import failed_key
 from worker.serialization import JobFailed
 from worker.settings import Settings
@@ -36,41 +41,60 @@ async def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     return subprocess.CompletedProcess(list(args), process.returncode or 0, out.decode(), err.decode())
 
 
-async def test_a_failed_job_is_listed_inspected_and_retried_to_success(
-    settings: Settings, redis: ArqRedis, tmp_path: Path
+async def test_an_expired_intent_is_listed_inspected_and_retried(
+    settings: Settings, redis: ArqRedis, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
-        failing = await client.set_user_role(email="later@example.com", role="admin", job_id=new_id())
-        with pytest.raises(JobFailed, match="UserNotFound"):
-            await failing.result(timeout=30)
-        await wait_until(lambda: _kept(redis, settings, failing.job_id), within=10, what="the failure record")
+        early = await client.set_user_role(email="later@example.com", role="admin", job_id=new_id())
+        assert (await early.result(timeout=30))["status"] == "pending"
+        # The worker's cron job runs this every minute; here at once, with a 1 s window.
+        await asyncio.sleep(1.1)
+        ctx: WorkerContext = {
+            "settings": settings.model_copy(update={"intent_window": 1}),
+            "redis": redis,
+            "session_factory": create_session_factory(engine),
+        }
+        assert await tasks.expire_intents(ctx) == {"expired": 1}
+        assert await tasks.expire_intents(ctx) == {"expired": 0}
 
         failed = json.loads((await _cli(settings, "failed", "--json")).stdout)
         assert [(f["job_id"], f["function"], f["error_type"]) for f in failed] == [
-            (failing.job_id, "set_user_role", "UserNotFound")
+            (early.job_id, "set_user_role", "UserNotFound")
         ]
-        report = json.loads((await _cli(settings, "job", failing.job_id, "--json")).stdout)
-        assert (report["state"], report["success"], report["tries"]) == ("complete", False, 1)
-        assert "no user with email later@example.com" in report["error"]
+        assert (
+            "no user with email later@example.com was provisioned within INTENT_WINDOW"
+            in failed[0]["message"]
+        )
+        report = json.loads((await _cli(settings, "job", early.job_id, "--json")).stdout)
+        assert (report["state"], report["success"], report["tries"]) == ("complete", True, 1)
         human = await _cli(settings, "failed")
-        assert failing.job_id in human.stdout
+        assert early.job_id in human.stdout
         assert "UserNotFound" in human.stdout
 
+        # The expired intent no longer applies: the user is created with the provision's own role.
         created = await client.provision_user(email="later@example.com", role="viewer", job_id=new_id())
-        await created.result(timeout=30)
+        assert (await created.result(timeout=30))["role"] == "viewer"
+        kept = json.loads((await _cli(settings, "retry", early.job_id, "--json")).stdout)
+        assert kept["retried"] == early.job_id
+        # Retried at its own place: older than the provision, which keeps its role.
+        assert (await client.job(kept["job_id"]).result(timeout=30))["status"] == "superseded"
         again_id = new_id()
-        retried = json.loads(
-            (await _cli(settings, "retry", failing.job_id, "--new-job-id", again_id, "--json")).stdout
+        now = json.loads(
+            (
+                await _cli(
+                    settings, "retry", early.job_id, "--as-of", "now", "--new-job-id", again_id, "--json"
+                )
+            ).stdout
         )
-        assert retried["retried"] == failing.job_id
-        assert retried["job_id"] == again_id
-        assert (await client.job(retried["job_id"]).result(timeout=30))["status"] == "updated"
+        assert now["job_id"] == again_id
+        result = await client.job(again_id).result(timeout=30)
+        assert (result["status"], result["role"]) == ("updated", "admin")
 
         status = json.loads((await _cli(settings, "status", "--json")).stdout)
         assert (status["queued"], status["in_progress"], status["live_workers"]) == (0, 0, 1)
-        assert [f["job_id"] for f in status["recent_failures"]] == [failing.job_id]
+        assert [f["job_id"] for f in status["recent_failures"]] == [early.job_id]
     finally:
         stop(worker)
 
@@ -85,8 +109,10 @@ async def test_failures_are_kept_longer_than_results(
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
     worker = start_worker(settings, tmp_path / "worker.log", keep_result=60, failed_job_retention=86_400)
     try:
-        job = await client.set_user_role(email="ghost@example.com", role="admin", job_id=new_id())
-        with pytest.raises(JobFailed):
+        job = await client.set_user_role(
+            email="ghost@example.com", role="admin", job_id=new_id(), as_of="2099-01-01T00:00:00Z"
+        )
+        with pytest.raises(JobFailed, match="StampRefused"):
             await job.result(timeout=30)
         await wait_until(lambda: _kept(redis, settings, job.job_id), within=10, what="the failure record")
     finally:
@@ -119,7 +145,7 @@ async def test_a_failed_job_with_a_password_is_kept_without_it_and_not_retried(
     raw = await redis.get(failed_key(settings.queue_name, job.job_id))
     assert raw is not None
     assert token.encode() not in raw
-    assert json.loads(raw)["arguments"] == {"email": "pw@example.com", "role": "admin"}
+    assert json.loads(raw)["arguments"] == {"email": "pw@example.com", "role": "admin", "as_of": ANY}
     refused = await _cli(settings, "retry", job.job_id)
     assert refused.returncode == 2
     assert "carried a password, which is never kept" in refused.stderr

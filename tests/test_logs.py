@@ -23,7 +23,10 @@ async def test_job_events_are_json_lines_without_arguments(
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
     marker = "arg-value-7c1e"
     good = await client.provision_user(email=f"{marker}@example.com", role="member", job_id=new_id())
-    missing = await client.set_user_role(email=f"{marker}-ghost@example.com", role="admin", job_id=new_id())
+    # A deactivation refused for a bad clock: a failure, and a security event.
+    missing = await client.deactivate_user(
+        email=f"{marker}-ghost@example.com", job_id=new_id(), as_of="2099-01-01T00:00:00Z"
+    )
     bad = await redis.enqueue_job(
         "provision_user",
         email=f"{marker}-no-at-sign",
@@ -50,10 +53,14 @@ async def test_job_events_are_json_lines_without_arguments(
     events = {r["job_id"]: r for r in records if r.get("event") == "job"}
     assert events[good.job_id]["outcome"] == "succeeded"
     assert events[missing.job_id]["outcome"] == "failed"
-    assert events[missing.job_id]["error_type"] == "UserNotFound"
+    assert events[missing.job_id]["error_type"] == "StampRefused"
     assert events[bad.job_id]["error_type"] == "InvalidPayload"
     for event in events.values():
         assert {"ts", "level", "logger", "job_id", "function", "try", "outcome", "duration_ms"} <= set(event)
-        assert event["function"] in {"provision_user", "set_user_role"}
+        assert event["function"] in {"provision_user", "deactivate_user"}
         assert event["try"] == 1
+    security = [r for r in records if r.get("security") is True]
+    assert [(r["level"], r["job_id"], r["function"], r["error_type"]) for r in security] == [
+        ("error", missing.job_id, "deactivate_user", "StampRefused")
+    ]
     assert marker not in log.read_text()  # no payload value anywhere in the log

@@ -43,7 +43,9 @@ async def test_counters_match_what_happened(settings: Settings, redis: ArqRedis,
         )
         for _ in range(3)
     ]
-    missing = await client.set_user_role(email="ghost@example.com", role="admin", job_id=new_id())
+    missing = await client.delete_user(
+        email="ghost@example.com", job_id=new_id(), as_of="2099-01-01T00:00:00Z"
+    )
     worker = start_worker(settings, tmp_path / "worker.log", metrics_port=port, health_check_interval=1)
     try:
         for job in good:
@@ -61,12 +63,14 @@ async def test_counters_match_what_happened(settings: Settings, redis: ArqRedis,
         return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
     assert value("provisioning_jobs_started_total", function="provision_user") == 8
-    assert value("provisioning_jobs_started_total", function="set_user_role") == 1
+    assert value("provisioning_jobs_started_total", function="delete_user") == 1
     assert value("provisioning_jobs_succeeded_total", function="provision_user") == 5
     assert (
         value("provisioning_jobs_failed_total", function="provision_user", error_type="InvalidPayload") == 3
     )
-    assert value("provisioning_jobs_failed_total", function="set_user_role", error_type="UserNotFound") == 1
+    assert value("provisioning_jobs_failed_total", function="delete_user", error_type="StampRefused") == 1
+    assert value("provisioning_security_failures_total", function="delete_user") == 1
+    assert value("provisioning_security_failures_total", function="provision_user") == 0
     assert value("provisioning_job_duration_seconds_count", function="provision_user") == 8
     assert value("provisioning_jobs_in_progress") == 0
     assert value("provisioning_queue_depth") == 0

@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import pytest
 from arq.worker import Retry
@@ -18,8 +19,9 @@ from tests.tcp_proxy import free_port
 from worker import tasks
 from worker.context import JobContext
 from worker.db.session import create_engine, create_session_factory
-from worker.errors import GaveUp, InvalidPayload, UserNotFound
+from worker.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound
 from worker.retries import backoff_delay, is_transient
+from worker.stamps import MICROS, now_micros
 
 
 @pytest.fixture
@@ -151,6 +153,7 @@ async def _ctx(database_url: str, job_try: int, **overrides: object) -> AsyncIte
             "settings": settings,
             "session_factory": create_session_factory(engine),
             "job_id": "retry-test",
+            "enqueue_time": datetime.now(UTC),
             "job_try": job_try,
         }
     finally:
@@ -177,6 +180,7 @@ async def test_the_last_try_fails_with_the_reason_instead_of_retrying() -> None:
 
 
 async def test_a_permanent_failure_is_raised_as_is(database_url: str) -> None:
+    a_year_ago = now_micros() - 365 * 24 * 3600 * MICROS
     async with _ctx(database_url, job_try=1) as ctx:
-        with pytest.raises(UserNotFound):
-            await tasks.set_user_role(ctx, email="none@example.com", role="admin")
+        with pytest.raises(StampRefused, match="older than TOMBSTONE_RETENTION"):
+            await tasks.set_user_role(ctx, email="none@example.com", role="admin", as_of=a_year_ago)

@@ -33,7 +33,7 @@ return 1
 async def _users(engine: AsyncEngine) -> list[tuple[object, ...]]:
     async with engine.connect() as conn:
         result = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users ORDER BY email")
+            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned ORDER BY email")
         )
         return [tuple(row) for row in result]
 
@@ -166,6 +166,12 @@ BAD_PAYLOADS = {
         [],
         {"email": "a@example.com", "role": "admin", "password_hash": "hunter2hunter2"},
         "password_hash: must be an argon2id PHC string",
+    ),
+    "version number as as_of": (
+        "deactivate_user",
+        [],
+        {"email": "a@example.com", "as_of": 7},
+        "as_of: must be microseconds since the epoch",
     ),
     "positional args": ("provision_user", ["a@example.com", "admin"], {}, "takes keyword arguments only"),
     "unknown function": ("drop_all_users", [], {}, "function 'drop_all_users' not found"),

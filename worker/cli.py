@@ -9,7 +9,8 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,19 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from worker.client import DuplicateJob, ProvisioningClient, connect_redis
+from worker.db.session import create_engine, create_session_factory, db_session
 from worker.errors import InvalidPayload
-from worker.failures import failed_job, failed_jobs
+from worker.failures import erase_failures, failed_job, failed_jobs
 from worker.health import check_health
 from worker.importing import UnreadableFile, batched, read_users
 from worker.inspection import job_report, queue_status
 from worker.payloads import PAYLOADS
+from worker.repositories.audit import change_record
 from worker.serialization import JobFailed
-from worker.settings import get_settings
+from worker.services import maintenance
+from worker.services.unit_of_work import UnitOfWork
+from worker.settings import Settings, get_settings
+from worker.stamps import CLOCK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,10 +74,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     failed.add_argument("--limit", type=int, default=50)
     failed.add_argument("--json", action="store_true")
-    retry = commands.add_parser("retry", help="enqueue a failed job again, same arguments, new id")
+    retry = commands.add_parser(
+        "retry", help="enqueue a failed job again: same arguments and stamp (as_of), new id"
+    )
     retry.add_argument("job_id")
     retry.add_argument("--new-job-id", help="id for the new job (default: a random one)")
+    retry.add_argument(
+        "--as-of",
+        choices=["kept", "now"],
+        default="kept",
+        help="kept: the job keeps its place among the user's commands (newer ones still win); "
+        "now: make it the newest command for its user",
+    )
     retry.add_argument("--json", action="store_true")
+    history = commands.add_parser("history", help="the audit trail of one email, oldest command first")
+    history.add_argument("email")
+    history.add_argument("--limit", type=int, default=1000)
+    history.add_argument("--json", action="store_true")
+    erase = commands.add_parser(
+        "erase",
+        help="remove an email from tombstones, intents, the audit trail and failed-job records "
+        "(erasure requests); refused while a user has it",
+    )
+    erase.add_argument("email")
+    erase.add_argument("--json", action="store_true")
     bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
     bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
     bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
@@ -122,10 +148,11 @@ async def _inspect(options: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            arguments = dict(failure["arguments"])
+            if options.as_of == "now":
+                arguments["as_of"] = CLOCK.now()
             try:
-                new = await client.enqueue(
-                    failure["function"], job_id=options.new_job_id, **failure["arguments"]
-                )
+                new = await client.enqueue(failure["function"], job_id=options.new_job_id, **arguments)
             except (InvalidPayload, DuplicateJob) as error:
                 print(f"error: cannot retry: {error}", file=sys.stderr)
                 return 2
@@ -237,6 +264,8 @@ async def _wait_for_batches(
 async def _enqueue(options: argparse.Namespace) -> int:
     model = PAYLOADS[options.function]
     arguments: dict[str, Any] = {field: getattr(options, field) for field in model.model_fields}
+    if arguments.get("as_of") is not None and arguments["as_of"].isdigit():
+        arguments["as_of"] = int(arguments["as_of"])  # microseconds; anything else is RFC 3339
     password: str | None = None
     if getattr(options, "ask_password", False):
         password = getpass.getpass("Password: ")
@@ -273,6 +302,71 @@ async def _wait(job: Job, wait_seconds: float) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _unit_of_work(settings: Settings) -> AsyncIterator[UnitOfWork]:
+    engine = create_engine(settings)
+    try:
+        async with db_session(create_session_factory(engine)) as session:
+            yield UnitOfWork(session)
+    finally:
+        await engine.dispose()
+
+
+async def _history(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    async with _unit_of_work(settings) as uow, uow:
+        rows = [
+            change_record(change) for change in await uow.audit.history(options.email, limit=options.limit)
+        ]
+    if options.json:
+        print(json.dumps(rows, sort_keys=True))
+        return 0
+    table = Table(title=f"history of {options.email} (oldest command first)")
+    for column in ("as of", "function", "status", "user id", "changes", "job id", "recorded"):
+        table.add_column(column, no_wrap=column not in {"changes", "job id"})
+    for row in rows:
+        changes = ", ".join(
+            f"{field}: {value}" if isinstance(value, str) else f"{field}: {value[0]} → {value[1]}"
+            for field, value in row["changes"].items()
+        )
+        table.add_row(
+            row["as_of_time"],
+            row["function"],
+            row["status"],
+            str(row["user_id"] or ""),
+            changes,
+            row["job_id"],
+            row["recorded_at"],
+        )
+    Console().print(table)
+    return 0
+
+
+async def _erase(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    async with _unit_of_work(settings) as uow:
+        removed = await maintenance.erase(uow, options.email)
+    if removed is None:
+        print(
+            f"error: a user with email {options.email} exists: delete it first "
+            f"(python -m worker enqueue delete_user --email {options.email} --wait), then erase",
+            file=sys.stderr,
+        )
+        return 2
+    async with ProvisioningClient.connect(settings) as client:
+        failures = await erase_failures(client.redis, settings.queue_name, options.email)
+    stamps, audit = removed
+    report = {"email": options.email, "stamp_rows": stamps, "audit_rows": audit, "failed_jobs": failures}
+    if options.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(
+            f"erased {options.email}: {stamps} tombstone/intent row(s), {audit} audit row(s), "
+            f"{failures} failed-job record(s)"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     options = _parser().parse_args(argv)
@@ -284,4 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_health(options))
     if options.command in {"status", "job", "failed", "retry"}:
         return asyncio.run(_inspect(options))
+    if options.command == "history":
+        return asyncio.run(_history(options))
+    if options.command == "erase":
+        return asyncio.run(_erase(options))
     raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

@@ -14,6 +14,10 @@ from worker.payloads import PAYLOADS, RoleName, parse_payload
 from worker.sealing import seal_password
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
+from worker.stamps import CLOCK
+
+AsOfValue = int | str
+"""An `as_of`: integer microseconds since the epoch, or an RFC 3339 timestamp."""
 
 
 async def connect_redis(settings: Settings) -> ArqRedis:
@@ -58,6 +62,7 @@ class ProvisioningClient:
         password: str | None = None,
         password_hash: str | None = None,
         job_id: str | None = None,
+        as_of: AsOfValue | None = None,
     ) -> Job:
         """Enqueue `provision_user`; a `password` is sealed here and hashed by the worker,
         a `password_hash` (argon2id, e.g. from `worker.security.hash_password`) is stored as is."""
@@ -65,15 +70,20 @@ class ProvisioningClient:
         return await self.enqueue(
             "provision_user",
             job_id=job_id,
+            as_of=as_of,
             email=email,
             role=role,
             password_hash=password_hash,
             password_sealed=sealed,
         )
 
-    async def provision_users(self, users: Sequence[Mapping[str, Any]], *, job_id: str | None = None) -> Job:
+    async def provision_users(
+        self, users: Sequence[Mapping[str, Any]], *, job_id: str | None = None, as_of: AsOfValue | None = None
+    ) -> Job:
         """Enqueue one `provision_users` batch (at most BULK_MAX_BATCH entries)."""
-        return await self.enqueue("provision_users", job_id=job_id, users=[dict(user) for user in users])
+        return await self.enqueue(
+            "provision_users", job_id=job_id, as_of=as_of, users=[dict(user) for user in users]
+        )
 
     def seal(self, password: str) -> str:
         """Seal `password` with the primary SEAL_KEYS key, for a job's `password_sealed`."""
@@ -84,23 +94,37 @@ class ProvisioningClient:
             )
         return seal_password(password, self._seal_key)
 
-    async def set_user_role(self, *, email: str, role: RoleName, job_id: str | None = None) -> Job:
+    async def set_user_role(
+        self, *, email: str, role: RoleName, job_id: str | None = None, as_of: AsOfValue | None = None
+    ) -> Job:
         """Enqueue `set_user_role`."""
-        return await self.enqueue("set_user_role", job_id=job_id, email=email, role=role)
+        return await self.enqueue("set_user_role", job_id=job_id, as_of=as_of, email=email, role=role)
 
-    async def deactivate_user(self, *, email: str, job_id: str | None = None) -> Job:
+    async def deactivate_user(
+        self, *, email: str, job_id: str | None = None, as_of: AsOfValue | None = None
+    ) -> Job:
         """Enqueue `deactivate_user`."""
-        return await self.enqueue("deactivate_user", job_id=job_id, email=email)
+        return await self.enqueue("deactivate_user", job_id=job_id, as_of=as_of, email=email)
 
-    async def delete_user(self, *, email: str, job_id: str | None = None) -> Job:
+    async def delete_user(
+        self, *, email: str, job_id: str | None = None, as_of: AsOfValue | None = None
+    ) -> Job:
         """Enqueue `delete_user`."""
-        return await self.enqueue("delete_user", job_id=job_id, email=email)
+        return await self.enqueue("delete_user", job_id=job_id, as_of=as_of, email=email)
 
-    async def enqueue(self, function: str, /, *, job_id: str | None = None, **arguments: Any) -> Job:
-        """Validate `arguments` for `function` and enqueue it; `DuplicateJob` if `job_id` is taken."""
+    async def enqueue(
+        self, function: str, /, *, job_id: str | None = None, as_of: AsOfValue | None = None, **arguments: Any
+    ) -> Job:
+        """Validate `arguments` for `function` and enqueue it; `DuplicateJob` if `job_id` is taken.
+
+        Every job is stamped: `as_of` when given (the time the system of record made the command),
+        else this process's clock, which never repeats or goes back, so that this client's commands
+        keep their order (docs/jobs.md, "Ordering").
+        """
         model = PAYLOADS.get(function)
         if model is None:
             raise InvalidPayload(f"unknown job function {function!r}: expected one of {', '.join(PAYLOADS)}")
+        arguments["as_of"] = CLOCK.now() if as_of is None else as_of
         given = {name: value for name, value in arguments.items() if value is not None}
         payload = parse_payload(model, function, (), given).model_dump(mode="json", exclude_none=True)
         job = await self.redis.enqueue_job(function, _job_id=job_id, _queue_name=self.queue_name, **payload)

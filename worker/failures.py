@@ -93,3 +93,23 @@ async def failed_job(redis: ArqRedis, queue_name: str, job_id: str) -> dict[str,
     """One failed job's record, if still kept."""
     raw = await redis.get(failed_key(queue_name, job_id))
     return None if raw is None else dict(json.loads(raw))
+
+
+async def erase_failures(redis: ArqRedis, queue_name: str, email: str) -> int:
+    """Delete the failed-job records of single-user jobs for `email` (any letter case); how many."""
+    ids: Sequence[bytes] = await redis.zrange(failed_index(queue_name), 0, -1)
+    if not ids:
+        return 0
+    keys = [failed_key(queue_name, job_id.decode()) for job_id in ids]
+    doomed = [
+        (job_id, key)
+        for job_id, key, raw in zip(ids, keys, await redis.mget(keys), strict=True)
+        if raw is not None
+        and str(json.loads(raw).get("arguments", {}).get("email", "")).lower() == email.lower()
+    ]
+    if doomed:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*(key for _, key in doomed))
+            pipe.zrem(failed_index(queue_name), *(job_id for job_id, _ in doomed))
+            await pipe.execute()
+    return len(doomed)

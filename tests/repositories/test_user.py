@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db.models import Role, User
-from worker.repositories.user import UserRepository
+from worker.repositories.user import ExpiredIntent, UserCommand, UserRepository
 from worker.security import hash_password
 
 
@@ -105,12 +105,68 @@ async def test_unknown_role_is_rejected_by_the_database(db_session: AsyncSession
         await db_session.execute(text("INSERT INTO users (email, role) VALUES ('r@example.com', 'owner')"))
 
 
-async def test_create_user_if_absent_returns_none_for_an_existing_email(users: UserRepository) -> None:
-    first = await users.create_user_if_absent(email="once@example.com", role=Role.MEMBER)
-    second = await users.create_user_if_absent(email="ONCE@example.com", role=Role.ADMIN)
-    assert first is not None
-    assert first.role is Role.MEMBER
-    assert second is None
+def _command(function: str, email: str, as_of: int, role: str | None = None) -> UserCommand:
+    return {
+        "email": email,
+        "function": function,
+        "role": role,
+        "hashed_password": None,
+        "as_of": as_of,
+        "job_id": f"{function}-{as_of}",
+    }
+
+
+async def test_rows_that_are_no_user_are_hidden_from_lookups(users: UserRepository) -> None:
+    await users.apply(
+        [
+            _command("delete_user", "tomb@example.com", 5),
+            _command("set_user_role", "i@example.com", 5, "admin"),
+        ]
+    )
+    assert await users.get_user_by_email("tomb@example.com") is None
+    assert await users.get_user_by_email("i@example.com") is None
+    assert list(await users.list_users()) == []
+
+
+async def test_expired_intents_are_reset_and_returned_once(
+    users: UserRepository, db_session: AsyncSession
+) -> None:
+    await users.apply(
+        [_command("delete_user", "x@example.com", 1), _command("set_user_role", "y@example.com", 3, "viewer")]
+    )
+    await users.apply([_command("set_user_role", "x@example.com", 2, "admin")])
+    assert await users.expire_intents(window=60, batch=10) == []  # not old enough yet
+    await db_session.execute(text("UPDATE users SET pending_since = pending_since - interval '2 minutes'"))
+
+    expired = await users.expire_intents(window=60, batch=10)
+
+    assert sorted(expired) == [
+        ExpiredIntent("x@example.com", "admin", 2, "set_user_role-2"),
+        ExpiredIntent("y@example.com", "viewer", 3, "set_user_role-3"),
+    ]
+    assert await users.expire_intents(window=60, batch=10) == []
+    rows = (await db_session.execute(text("SELECT email, role, role_as_of FROM users ORDER BY email"))).all()
+    assert [tuple(r) for r in rows] == [
+        ("x@example.com", None, 1),
+        ("y@example.com", None, 0),
+    ]  # back to the delete's stamp
+
+
+async def test_purge_removes_only_rows_that_are_no_user_and_entirely_older(
+    users: UserRepository, db_session: AsyncSession
+) -> None:
+    await users.apply(
+        [
+            _command("delete_user", "old@example.com", 10),
+            _command("delete_user", "new@example.com", 30),
+            _command("provision_user", "user@example.com", 10, "member"),
+        ]
+    )
+    await users.apply([_command("deactivate_user", "old@example.com", 40)])  # a newer stamp on the tombstone
+    await users.apply([_command("delete_user", "old2@example.com", 10)])
+    assert await users.purge_tombstones(older_than=20, batch=10) == 1
+    remaining = await db_session.scalars(text("SELECT email FROM users ORDER BY email"))
+    assert list(remaining) == ["new@example.com", "old@example.com", "user@example.com"]
 
 
 async def test_repository_never_commits(engine, users: UserRepository) -> None:  # type: ignore[no-untyped-def]

@@ -11,39 +11,55 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
 from worker.metrics import REGISTRY
-from worker.payloads import ProvisionUser
+from worker.repositories.user import UserCommand
 from worker.security import hash_password
-from worker.services.group_commit import ProvisionGroups, RunAlone
+from worker.services.group_commit import CommandGroups, RunAlone
 from worker.services.outcome import UserOutcome
+from worker.stamps import CLOCK
+
+
+def provision(email: str, role: str, password_hash: str | None = None) -> UserCommand:
+    """A provision_user command stamped now, as a job would carry it."""
+    as_of = CLOCK.now()
+    return {
+        "email": email,
+        "function": "provision_user",
+        "role": role,
+        "hashed_password": password_hash,
+        "as_of": as_of,
+        "job_id": f"job-{as_of}",
+    }
 
 
 async def _rows(engine: AsyncEngine) -> dict[str, tuple[str, bool, str | None]]:
     async with engine.connect() as conn:
-        result = await conn.execute(text("SELECT email, role, is_active, hashed_password FROM users"))
+        result = await conn.execute(
+            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+        )
         return {r.email: (r.role, r.is_active, r.hashed_password) for r in result}
 
 
 async def test_concurrent_commands_each_get_their_own_outcome(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = ProvisionGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions)
     password_hash = hash_password("grouped")
-    await groups.provision(ProvisionUser(email="old@example.com", role="viewer"))
-    await groups.provision(ProvisionUser(email="same@example.com", role="member"))
+    await groups.apply(provision("old@example.com", "viewer"))
+    await groups.apply(provision("same@example.com", "member"))
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE users SET is_active = false WHERE email = 'old@example.com'"))
 
     outcomes = await asyncio.gather(
-        groups.provision(ProvisionUser(email="new@example.com", role="admin", password_hash=password_hash)),
-        groups.provision(ProvisionUser(email="OLD@example.com", role="viewer")),
-        groups.provision(ProvisionUser(email="same@example.com", role="member")),
-        *(groups.provision(ProvisionUser(email=f"n{i}@example.com", role="member")) for i in range(20)),
+        groups.apply(provision("new@example.com", "admin", password_hash)),
+        groups.apply(provision("OLD@example.com", "viewer")),
+        groups.apply(provision("same@example.com", "member")),
+        *(groups.apply(provision(f"n{i}@example.com", "member")) for i in range(20)),
     )
 
     assert [o.status for o in outcomes[:3]] == ["created", "updated", "unchanged"]
     assert outcomes[1].as_result() == {
         "status": "updated",
-        "email": "old@example.com",
+        "email": "OLD@example.com",  # the newest command's spelling
         "user_id": outcomes[1].user_id,
         "role": "viewer",
         "is_active": True,
@@ -52,32 +68,55 @@ async def test_concurrent_commands_each_get_their_own_outcome(
     assert len({o.user_id for o in outcomes}) == len(outcomes)
     rows = await _rows(engine)
     assert rows["new@example.com"] == ("admin", True, password_hash)
-    assert rows["old@example.com"] == ("viewer", True, None)
+    assert rows["OLD@example.com"] == ("viewer", True, None)
     assert len(rows) == 23
+
+
+def command(function: str, email: str, role: str | None = None) -> UserCommand:
+    """Any single-user command, stamped now."""
+    return {**provision(email, role or ""), "function": function, "role": role}
+
+
+async def test_every_function_joins_groups(committing_sessions: SessionFactory, engine: AsyncEngine) -> None:
+    groups = CommandGroups(committing_sessions)
+    await asyncio.gather(*(groups.apply(provision(f"{name}@example.com", "viewer")) for name in "abc"))
+
+    outcomes = await asyncio.gather(
+        groups.apply(command("set_user_role", "a@example.com", "admin")),
+        groups.apply(command("deactivate_user", "b@example.com")),
+        groups.apply(command("delete_user", "c@example.com")),
+        groups.apply(command("set_user_role", "early@example.com", "member")),
+    )
+
+    assert [o.status for o in outcomes] == ["updated", "updated", "deleted", "pending"]
+    assert await _rows(engine) == {
+        "a@example.com": ("admin", True, None),
+        "b@example.com": ("viewer", False, None),
+    }
 
 
 async def test_the_same_email_twice_at_once_goes_into_two_groups(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = ProvisionGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions)
     outcomes = await asyncio.gather(
-        groups.provision(ProvisionUser(email="twin@example.com", role="member")),
-        groups.provision(ProvisionUser(email="TWIN@example.com", role="admin")),
+        groups.apply(provision("twin@example.com", "member")),
+        groups.apply(provision("TWIN@example.com", "admin")),
     )
     assert [o.status for o in outcomes] == ["created", "updated"]
-    assert await _rows(engine) == {"twin@example.com": ("admin", True, None)}
+    assert await _rows(engine) == {"TWIN@example.com": ("admin", True, None)}
 
 
 async def test_a_group_that_fails_for_a_non_transient_reason_sends_its_jobs_to_run_alone(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = ProvisionGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions)
     async with engine.begin() as conn:  # a constraint the group will trip over, for real
         await conn.execute(text("ALTER TABLE users ADD CONSTRAINT no_bad CHECK (email NOT LIKE 'bad%')"))
     try:
         results = await asyncio.gather(
-            groups.provision(ProvisionUser(email="bad@example.com", role="member")),
-            groups.provision(ProvisionUser(email="good@example.com", role="member")),
+            groups.apply(provision("bad@example.com", "member")),
+            groups.apply(provision("good@example.com", "member")),
             return_exceptions=True,
         )
     finally:
@@ -87,16 +126,8 @@ async def test_a_group_that_fails_for_a_non_transient_reason_sends_its_jobs_to_r
     assert await _rows(engine) == {}
 
 
-async def test_sealed_passwords_never_join_a_group(committing_sessions: SessionFactory) -> None:
-    token = "gAAAAA" + "x" * 120
-    with pytest.raises(RunAlone):
-        await ProvisionGroups(committing_sessions).provision(
-            ProvisionUser(email="s@example.com", role="member", password_sealed=token)
-        )
-
-
 def _recording_writes(
-    groups: ProvisionGroups, first_write_started: asyncio.Event, first_write_may_finish: asyncio.Event
+    groups: CommandGroups, first_write_started: asyncio.Event, first_write_may_finish: asyncio.Event
 ) -> list[int]:
     """Record each group's size; hold the first group's write until `first_write_may_finish`."""
     sizes: list[int] = []
@@ -113,18 +144,15 @@ def _recording_writes(
     return sizes
 
 
-def _provision(groups: ProvisionGroups, *names: str) -> list[asyncio.Task[UserOutcome]]:
-    return [
-        asyncio.create_task(groups.provision(ProvisionUser(email=f"{name}@example.com", role="member")))
-        for name in names
-    ]
+def _provision(groups: CommandGroups, *names: str) -> list[asyncio.Task[UserOutcome]]:
+    return [asyncio.create_task(groups.apply(provision(f"{name}@example.com", "member"))) for name in names]
 
 
 @pytest.mark.parametrize(("window", "expected_sizes"), [(0.5, [2, 5]), (0.0, [2, 3, 2])])
 async def test_under_load_a_group_collects_for_the_window(
     committing_sessions: SessionFactory, window: float, expected_sizes: list[int]
 ) -> None:
-    groups = ProvisionGroups(committing_sessions, window=window)
+    groups = CommandGroups(committing_sessions, window=window)
     observed_before = REGISTRY.get_sample_value("provisioning_group_size_count") or 0
     writing, release = asyncio.Event(), asyncio.Event()
     sizes = _recording_writes(groups, writing, release)
@@ -145,9 +173,7 @@ async def test_under_load_a_group_collects_for_the_window(
 
 
 async def test_a_lone_job_is_written_at_once_whatever_the_window(committing_sessions: SessionFactory) -> None:
-    groups = ProvisionGroups(committing_sessions, window=30.0)
+    groups = CommandGroups(committing_sessions, window=30.0)
     for name in ("first", "second"):
-        outcome = await asyncio.wait_for(
-            groups.provision(ProvisionUser(email=f"{name}@example.com", role="member")), timeout=10
-        )
+        outcome = await asyncio.wait_for(groups.apply(provision(f"{name}@example.com", "member")), timeout=10)
         assert outcome.status == "created"

@@ -2,46 +2,51 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 import pytest
 
-from worker.db.models import Role, User
-from worker.errors import UserNotFound
-from worker.payloads import DeleteUser, ProvisionUser, SetUserRole
+from worker.repositories.user import Applied, AppliedCounts, UserCommand
 from worker.services import users
 
 
-class FakeUsers:
-    def __init__(self) -> None:
-        self.rows: dict[str, User] = {}
+def command(email: str) -> UserCommand:
+    return {
+        "email": email,
+        "function": "provision_user",
+        "role": "admin",
+        "hashed_password": None,
+        "as_of": 1,
+        "job_id": "j",
+    }
 
-    async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
-        return self.rows.get(email.lower())
 
-    async def create_user_if_absent(
-        self, *, email: str, role: Role, hashed_password: str | None = None
-    ) -> User:
-        user = User(
-            id=len(self.rows) + 1, email=email, role=role, hashed_password=hashed_password, is_active=True
-        )
-        self.rows[email.lower()] = user
-        return user
+def applied(email: str, *, raced: bool = False) -> Applied:
+    return Applied(raced, "created", 1, email, True, "admin", True)
 
-    async def update_user(self, user: User, **changes: Any) -> User:
-        for name, value in changes.items():
-            setattr(user, name, value)
-        return user
 
-    async def delete_user(self, user: User) -> None:
-        del self.rows[user.email.lower()]
+@dataclass
+class ScriptedUsers:
+    """Answers each `apply` call with the next scripted rows, and records what it was asked."""
+
+    answers: deque[list[Applied]] = field(default_factory=deque)
+    batches: deque[AppliedCounts] = field(default_factory=deque)
+    asked: list[list[str]] = field(default_factory=list)
+
+    async def apply(self, commands: list[UserCommand]) -> list[Applied]:
+        self.asked.append([c["email"] for c in commands])
+        return self.answers.popleft()
+
+    async def apply_counting(self, commands: list[UserCommand]) -> AppliedCounts:
+        self.asked.append([c["email"] for c in commands])
+        return self.batches.popleft()
 
 
 @dataclass
 class FakeUnitOfWork:
-    users: FakeUsers = field(default_factory=FakeUsers)
+    users: ScriptedUsers = field(default_factory=ScriptedUsers)
     committed: int = 0
     rolled_back: int = 0
 
@@ -55,23 +60,28 @@ class FakeUnitOfWork:
         self.committed += 1
 
 
-async def test_provision_commits_once() -> None:
+async def test_raced_commands_are_applied_again_in_the_same_transaction() -> None:
     uow = FakeUnitOfWork()
-    outcome = await users.provision_user(uow, ProvisionUser(email="a@example.com", role="admin"))  # type: ignore[arg-type]
-    assert outcome.status == "created"
+    uow.users.answers.extend(
+        [[applied("a@x.io"), applied("b@x.io", raced=True), applied("c@x.io")], [applied("b@x.io")]]
+    )
+    outcomes = await users.apply_commands(uow, [command("a@x.io"), command("b@x.io"), command("c@x.io")])  # type: ignore[arg-type]
+    assert [o.email for o in outcomes] == ["a@x.io", "b@x.io", "c@x.io"]
+    assert uow.users.asked == [["a@x.io", "b@x.io", "c@x.io"], ["b@x.io"]]
     assert uow.committed == 1
 
 
-async def test_missing_user_is_not_committed() -> None:
+async def test_a_command_that_keeps_racing_is_retried_later_and_nothing_is_committed() -> None:
     uow = FakeUnitOfWork()
-    with pytest.raises(UserNotFound):
-        await users.set_user_role(uow, SetUserRole(email="a@example.com", role="admin"))  # type: ignore[arg-type]
-    assert uow.committed == 0
+    uow.users.answers.extend([[applied("a@x.io", raced=True)]] * users.MAX_ROUNDS)
+    with pytest.raises(users.ConcurrentChange):
+        await users.apply_commands(uow, [command("a@x.io")])  # type: ignore[arg-type]
+    assert (uow.committed, uow.rolled_back) == (0, 1)
 
 
-async def test_delete_result_names_the_deleted_user() -> None:
+async def test_a_batch_applies_its_raced_entries_again_and_adds_up_the_counts() -> None:
     uow = FakeUnitOfWork()
-    await users.provision_user(uow, ProvisionUser(email="a@example.com", role="viewer"))  # type: ignore[arg-type]
-    outcome = await users.delete_user(uow, DeleteUser(email="A@example.com"))  # type: ignore[arg-type]
-    assert outcome.as_result() == {"status": "deleted", "email": "a@example.com", "user_id": 1}
-    assert uow.users.rows == {}
+    uow.users.batches.extend([AppliedCounts(1, 1, 0, 0, [2]), AppliedCounts(0, 1, 0, 0, [])])
+    outcome = await users.provision_users(uow, [command(f"{n}@x.io") for n in "abc"], rejected=[])  # type: ignore[arg-type]
+    assert uow.users.asked == [["a@x.io", "b@x.io", "c@x.io"], ["c@x.io"]]
+    assert (outcome.created, outcome.updated, uow.committed) == (1, 2, 1)

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
 from worker.db.models import UserChange
 from worker.repositories.base import BaseRepository
+from worker.stamps import MICROS
+
+
+def change_record(change: UserChange) -> dict[str, Any]:
+    """One audit row as JSON-ready data (`as_of` also as an RFC 3339 time)."""
+    return {
+        "email": change.email,
+        "user_id": change.user_id,
+        "job_id": change.job_id,
+        "function": change.function,
+        "as_of": change.as_of,
+        "as_of_time": datetime.fromtimestamp(change.as_of / MICROS, UTC).isoformat(timespec="microseconds")
+        if change.as_of
+        else "",
+        "status": change.status,
+        "changes": change.changes,
+        "recorded_at": change.recorded_at.isoformat(timespec="seconds"),
+    }
 
 
 class AuditRepository(BaseRepository[UserChange]):
