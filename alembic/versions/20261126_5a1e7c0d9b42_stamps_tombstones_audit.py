@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "5a1e7c0d9b42"
 down_revision: str | None = "dc33d2768860"
@@ -51,36 +50,29 @@ def upgrade() -> None:
     )
     op.create_table(
         "user_changes",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("email_key", sa.String(length=320), nullable=False),
+        sa.Column("job_id", sa.Text(), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=True),
-        sa.Column("job_id", sa.Text(), nullable=False),
         sa.Column("function", sa.String(length=32), nullable=False),
         sa.Column("as_of", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column(
-            "changes",
-            postgresql.JSONB(astext_type=sa.Text()),
-            server_default=sa.text("'{}'::jsonb"),
-            nullable=False,
-        ),
+        sa.Column("was_email", sa.String(length=320), nullable=True),
+        sa.Column("was_provisioned", sa.Boolean(), nullable=True),
+        sa.Column("provisioned", sa.Boolean(), nullable=True),
+        sa.Column("was_role", sa.String(length=16), nullable=True),
+        sa.Column("role", sa.String(length=16), nullable=True),
+        sa.Column("was_active", sa.Boolean(), nullable=True),
+        sa.Column("is_active", sa.Boolean(), nullable=True),
+        sa.Column("password_changed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_user_changes")),
+        sa.PrimaryKeyConstraint("email_key", "job_id", name=op.f("pk_user_changes")),
     )
-    op.create_index(
-        "uq_user_changes_job_id_email",
-        "user_changes",
-        ["job_id", sa.literal_column("lower(email)")],
-        unique=True,
-    )
-    op.create_index("ix_user_changes_email_lower", "user_changes", [sa.literal_column("lower(email)")])
     op.create_index("ix_user_changes_recorded_at", "user_changes", ["recorded_at"], postgresql_using="brin")
 
 
 def downgrade() -> None:
     op.drop_index("ix_user_changes_recorded_at", table_name="user_changes", postgresql_using="brin")
-    op.drop_index("ix_user_changes_email_lower", table_name="user_changes")
-    op.drop_index("uq_user_changes_job_id_email", table_name="user_changes")
     op.drop_table("user_changes")
     # Rows that are no user (tombstones, early intents) have no place in the old schema.
     op.execute("DELETE FROM users WHERE NOT provisioned")

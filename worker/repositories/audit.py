@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 
 from worker.db.models import UserChange
 from worker.repositories.base import BaseRepository
@@ -39,8 +39,8 @@ class AuditRepository(BaseRepository[UserChange]):
         """An email's recorded outcomes (any letter case) in stamp order, oldest first."""
         statement = (
             select(UserChange)
-            .where(func.lower(UserChange.email) == func.lower(email))
-            .order_by(UserChange.as_of, UserChange.job_id, UserChange.id)
+            .where(UserChange.email_key == func.lower(email))
+            .order_by(UserChange.as_of, UserChange.job_id)
             .limit(limit)
         )
         return (await self.session.scalars(statement)).all()
@@ -48,18 +48,19 @@ class AuditRepository(BaseRepository[UserChange]):
     async def purge_recorded_before(self, cutoff: datetime, *, batch: int) -> int:
         """Delete up to `batch` rows recorded before `cutoff`; how many went."""
         doomed = (
-            select(UserChange.id)
+            select(UserChange.email_key, UserChange.job_id)
             .where(UserChange.recorded_at < cutoff)
             .limit(batch)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
-        result = await self.session.execute(delete(UserChange).where(UserChange.id.in_(doomed)))
+        result = await self.session.execute(
+            delete(UserChange).where(tuple_(UserChange.email_key, UserChange.job_id).in_(doomed))
+        )
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
 
     async def erase(self, email: str) -> int:
         """Delete every row for `email` (any letter case); how many went."""
         result = await self.session.execute(
-            delete(UserChange).where(func.lower(UserChange.email) == func.lower(email))
+            delete(UserChange).where(UserChange.email_key == func.lower(email))
         )
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE

@@ -17,79 +17,87 @@ from worker.repositories.base import BaseRepository
 # writes its stamps even when the values do not change, and a delete resets every field at its
 # stamp, so the result is the same as applying the commands one by one in stamp order.
 #
-# Concurrent commands for one email are serialised by the row's lock: `old` locks the existing
-# rows in key order (FOR UPDATE returns their newest committed version), the merge is computed
-# from them, and `upd` writes them back. Emails with no row yet are inserted (`ins`), in key order;
-# if another transaction inserted the same email meanwhile, the row comes back `raced` and the
-# caller applies that command again (the row is then found and locked).
+# An email seen for the first time gets the command applied to nothing (`ins`, in key order: the
+# common case of a bulk import costs one pass over the unique index). Existing rows are locked in
+# key order (`old`: FOR UPDATE returns their newest committed version), merged field by field, and
+# written back (`upd`); the row lock serialises concurrent commands for one email. A command whose
+# email was inserted by another transaction after this statement's snapshot is neither inserted
+# nor found: it comes back `raced`, and the caller applies it again (the row is then found).
 #
-# Each command outcome also writes one audit row (`user_changes`), de-duplicated on (job id, email)
-# so that a re-delivered job adds none.
+# Each command outcome also writes one audit row (`user_changes`), keyed on (email, job id) so
+# that a re-delivered job adds none.
 _MERGE = """
     WITH cmd AS (
         SELECT c.email, lower(c.email) AS key, c.function, c.role, c.hash, c.as_of,
                c.job_id COLLATE "C" AS job_id, c.position,
                c.function IN ('provision_user', 'provision_users') AS provision,
-               c.function = 'delete_user' AS remove
+               c.function = 'delete_user' AS remove,
+               -- n_<field>: the command names the field (provisioned, role, active, hash)
+               c.function IN ('provision_user', 'provision_users', 'delete_user') AS n_p,
+               c.function <> 'deactivate_user' AS n_r,
+               c.function <> 'set_user_role' AS n_a,
+               c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h
         FROM unnest(CAST(:emails AS varchar[]), CAST(:functions AS varchar[]), CAST(:roles AS varchar[]),
                     CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]), CAST(:job_ids AS text[]))
              WITH ORDINALITY AS c(email, function, role, hash, as_of, job_id, position)
+    ),
+    ins AS (
+        INSERT INTO users (email, provisioned, role, is_active, hashed_password, pending_since,
+                           provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
+                           active_as_of, active_job_id, password_as_of, password_job_id)
+        SELECT email, provision, role, provision, hash,
+               CASE WHEN function = 'set_user_role' THEN now() END,
+               CASE WHEN n_p THEN as_of ELSE 0 END, CASE WHEN n_p THEN job_id ELSE '' END,
+               CASE WHEN n_r THEN as_of ELSE 0 END, CASE WHEN n_r THEN job_id ELSE '' END,
+               CASE WHEN n_a THEN as_of ELSE 0 END, CASE WHEN n_a THEN job_id ELSE '' END,
+               CASE WHEN n_h THEN as_of ELSE 0 END, CASE WHEN n_h THEN job_id ELSE '' END
+        FROM cmd
+        ORDER BY key
+        ON CONFLICT (lower(email)) DO NOTHING
+        RETURNING id, lower(email) AS key
     ),
     old AS (
         SELECT lower(u.email) AS key, u.id, u.email, u.role, u.is_active, u.hashed_password,
                u.provisioned, u.provisioned_as_of, u.provisioned_job_id, u.role_as_of, u.role_job_id,
                u.active_as_of, u.active_job_id, u.password_as_of, u.password_job_id, u.pending_since
         FROM users u
-        WHERE lower(u.email) = ANY (ARRAY(SELECT key FROM cmd))
+        WHERE lower(u.email) = ANY (ARRAY(SELECT key FROM cmd EXCEPT SELECT key FROM ins))
         ORDER BY lower(u.email)
         FOR UPDATE
     ),
-    stamped AS (
-        -- w_<field>: the command names the field and is newer than the field's stamp;
-        -- s_<field>: the field already holds this very command (a re-delivery).
-        SELECT cmd.*, o.id AS old_id, o.email AS old_email, o.role AS old_role,
-               o.is_active AS old_active, o.hashed_password AS old_hash, o.pending_since AS old_pending,
-               coalesce(o.provisioned, false) AS was_provisioned,
-               coalesce(o.provisioned_as_of, 0) AS p_as_of, coalesce(o.provisioned_job_id, '') AS p_job,
-               coalesce(o.role_as_of, 0) AS r_as_of, coalesce(o.role_job_id, '') AS r_job,
-               coalesce(o.active_as_of, 0) AS a_as_of, coalesce(o.active_job_id, '') AS a_job,
-               coalesce(o.password_as_of, 0) AS h_as_of, coalesce(o.password_job_id, '') AS h_job,
-               (cmd.provision OR cmd.remove) AS n_p,
-               cmd.function <> 'deactivate_user' AS n_r,
-               cmd.function <> 'set_user_role' AS n_a,
-               (cmd.remove OR (cmd.provision AND cmd.hash IS NOT NULL)) AS n_h
-        FROM cmd LEFT JOIN old o USING (key)
-    ),
     decided AS (
-        SELECT s.*,
-               s.n_p AND (s.as_of, s.job_id) > (s.p_as_of, s.p_job) AS w_p,
-               s.n_r AND (s.as_of, s.job_id) > (s.r_as_of, s.r_job) AS w_r,
-               s.n_a AND (s.as_of, s.job_id) > (s.a_as_of, s.a_job) AS w_a,
-               s.n_h AND (s.as_of, s.job_id) > (s.h_as_of, s.h_job) AS w_h,
-               (s.n_p AND (s.as_of, s.job_id) < (s.p_as_of, s.p_job) OR NOT s.n_p)
-                 AND (s.n_r AND (s.as_of, s.job_id) < (s.r_as_of, s.r_job) OR NOT s.n_r)
-                 AND (s.n_a AND (s.as_of, s.job_id) < (s.a_as_of, s.a_job) OR NOT s.n_a)
-                 AND (s.n_h AND (s.as_of, s.job_id) < (s.h_as_of, s.h_job) OR NOT s.n_h) AS all_newer,
-               (s.as_of, s.job_id) = (s.r_as_of, s.r_job) AS holds_r
-        FROM stamped s
+        -- w_<field>: the command names the field and is newer than the field's stamp.
+        SELECT cmd.*, o.id AS old_id, o.email AS old_email, o.role AS old_role, o.is_active AS old_active,
+               o.hashed_password AS old_hash, o.pending_since AS old_pending,
+               o.provisioned AS was_provisioned,
+               cmd.n_p AND (cmd.as_of, cmd.job_id) > (o.provisioned_as_of, o.provisioned_job_id) AS w_p,
+               cmd.n_r AND (cmd.as_of, cmd.job_id) > (o.role_as_of, o.role_job_id) AS w_r,
+               cmd.n_a AND (cmd.as_of, cmd.job_id) > (o.active_as_of, o.active_job_id) AS w_a,
+               cmd.n_h AND (cmd.as_of, cmd.job_id) > (o.password_as_of, o.password_job_id) AS w_h,
+               -- every field the command names holds a newer stamp already
+               (NOT cmd.n_p OR (cmd.as_of, cmd.job_id) < (o.provisioned_as_of, o.provisioned_job_id))
+                 AND (NOT cmd.n_r OR (cmd.as_of, cmd.job_id) < (o.role_as_of, o.role_job_id))
+                 AND (NOT cmd.n_a OR (cmd.as_of, cmd.job_id) < (o.active_as_of, o.active_job_id))
+                 AND (NOT cmd.n_h OR (cmd.as_of, cmd.job_id) < (o.password_as_of, o.password_job_id))
+                 AS all_newer,
+               (cmd.as_of, cmd.job_id) = (o.role_as_of, o.role_job_id) AS holds_r
+        FROM cmd JOIN old o USING (key)
     ),
     merged AS (
         SELECT d.*,
                CASE WHEN d.w_p THEN d.provision ELSE d.was_provisioned END AS new_provisioned,
-               CASE WHEN d.w_p AND d.provision THEN d.email
-                    ELSE coalesce(d.old_email, d.email) END AS new_email,
+               CASE WHEN d.w_p AND d.provision THEN d.email ELSE d.old_email END AS new_email,
                CASE WHEN d.w_r THEN d.role ELSE d.old_role END AS new_role,
-               CASE WHEN d.w_a THEN d.provision ELSE coalesce(d.old_active, false) END AS new_active,
-               CASE WHEN d.w_h THEN d.hash ELSE d.old_hash END AS new_hash,
-               (d.w_p OR d.w_r OR d.w_a OR d.w_h) AS wrote
+               CASE WHEN d.w_a THEN d.provision ELSE d.old_active END AS new_active,
+               CASE WHEN d.w_h THEN d.hash ELSE d.old_hash END AS new_hash
         FROM decided d
     ),
     n AS (
         SELECT m.*,
                m.new_provisioned AND NOT m.was_provisioned AS created,
                -- A user re-created after a delete is a new user: a new id for its new life.
-               CASE WHEN m.old_id IS NOT NULL AND m.new_provisioned AND NOT m.was_provisioned
-                    THEN nextval('users_id_seq') ELSE m.old_id END AS user_id,
+               CASE WHEN m.new_provisioned AND NOT m.was_provisioned
+                    THEN nextval('users_id_seq') ELSE m.old_id END AS id,
                CASE WHEN m.new_provisioned THEN NULL
                     WHEN m.w_r AND m.function = 'set_user_role' THEN now()
                     WHEN m.w_r THEN NULL
@@ -115,7 +123,7 @@ _MERGE = """
     ),
     upd AS (
         UPDATE users u
-        SET id = n.user_id, email = n.new_email, provisioned = n.new_provisioned, role = n.new_role,
+        SET id = n.id, email = n.new_email, provisioned = n.new_provisioned, role = n.new_role,
             is_active = n.new_active, hashed_password = n.new_hash, pending_since = n.new_pending,
             provisioned_as_of = CASE WHEN n.w_p THEN n.as_of ELSE u.provisioned_as_of END,
             provisioned_job_id = CASE WHEN n.w_p THEN n.job_id ELSE u.provisioned_job_id END,
@@ -128,41 +136,35 @@ _MERGE = """
             created_at = CASE WHEN n.created THEN now() ELSE u.created_at END,
             updated_at = now()
         FROM n
-        WHERE n.old_id IS NOT NULL AND n.wrote AND lower(u.email) = n.key
-    ),
-    ins AS (
-        INSERT INTO users (email, provisioned, role, is_active, hashed_password, pending_since,
-                           provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
-                           active_as_of, active_job_id, password_as_of, password_job_id)
-        SELECT n.new_email, n.new_provisioned, n.new_role, n.new_active, n.new_hash, n.new_pending,
-               CASE WHEN n.w_p THEN n.as_of ELSE 0 END, CASE WHEN n.w_p THEN n.job_id ELSE '' END,
-               CASE WHEN n.w_r THEN n.as_of ELSE 0 END, CASE WHEN n.w_r THEN n.job_id ELSE '' END,
-               CASE WHEN n.w_a THEN n.as_of ELSE 0 END, CASE WHEN n.w_a THEN n.job_id ELSE '' END,
-               CASE WHEN n.w_h THEN n.as_of ELSE 0 END, CASE WHEN n.w_h THEN n.job_id ELSE '' END
-        FROM n
-        WHERE n.old_id IS NULL
-        ORDER BY n.key
-        ON CONFLICT (lower(email)) DO NOTHING
-        RETURNING id, lower(email) AS key
+        -- By key, not id: a row re-created by a concurrent transaction since our snapshot has a new id.
+        WHERE lower(u.email) = n.key AND (n.w_p OR n.w_r OR n.w_a OR n.w_h)
     ),
     res AS (
-        SELECT n.*, coalesce(ins.id, n.user_id) AS id, n.old_id IS NULL AND ins.id IS NULL AS raced
-        FROM n LEFT JOIN ins USING (key)
+        SELECT n.key, n.email, n.function, n.as_of, n.job_id, n.position, n.status, n.id, false AS raced,
+               n.was_provisioned, n.new_provisioned, n.old_email, n.new_email, n.old_role, n.new_role,
+               n.old_active, n.new_active, n.old_hash, n.new_hash
+        FROM n
+        UNION ALL
+        SELECT c.key, c.email, c.function, c.as_of, c.job_id, c.position,
+               CASE WHEN c.provision THEN 'created' WHEN c.function = 'set_user_role' THEN 'pending'
+                    ELSE 'absent' END,
+               ins.id, false, false, c.provision, NULL, c.email, NULL, c.role, NULL, c.provision, NULL, c.hash
+        FROM cmd c JOIN ins USING (key)
+        UNION ALL
+        SELECT c.key, c.email, c.function, c.as_of, c.job_id, c.position, 'raced', NULL, true,
+               false, false, NULL, c.email, NULL, NULL, NULL, false, NULL, NULL
+        FROM cmd c
+        WHERE NOT EXISTS (SELECT FROM ins WHERE ins.key = c.key)
+          AND NOT EXISTS (SELECT FROM old WHERE old.key = c.key)
     ),
     audit AS (
-        INSERT INTO user_changes (email, user_id, job_id, function, as_of, status, changes)
-        SELECT r.new_email, CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
-               r.job_id, r.function, r.as_of, r.status,
-               jsonb_strip_nulls(jsonb_build_object(
-                   'provisioned', CASE WHEN r.new_provisioned <> r.was_provisioned
-                                       THEN jsonb_build_array(r.was_provisioned, r.new_provisioned) END,
-                   'email', CASE WHEN r.new_email <> r.old_email
-                                 THEN jsonb_build_array(r.old_email, r.new_email) END,
-                   'role', CASE WHEN r.new_role IS DISTINCT FROM r.old_role
-                                THEN jsonb_build_array(r.old_role, r.new_role) END,
-                   'is_active', CASE WHEN r.new_active IS DISTINCT FROM r.old_active
-                                     THEN jsonb_build_array(r.old_active, r.new_active) END,
-                   'password', CASE WHEN r.new_hash IS DISTINCT FROM r.old_hash THEN 'changed' END))
+        INSERT INTO user_changes (email_key, job_id, email, user_id, function, as_of, status, was_email,
+                                  was_provisioned, provisioned, was_role, role, was_active, is_active,
+                                  password_changed)
+        SELECT r.key, r.job_id, r.new_email,
+               CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
+               r.function, r.as_of, r.status, r.old_email, r.was_provisioned, r.new_provisioned,
+               r.old_role, r.new_role, r.old_active, r.new_active, r.new_hash IS DISTINCT FROM r.old_hash
         FROM res r
         WHERE NOT r.raced
         ON CONFLICT DO NOTHING
