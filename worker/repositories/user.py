@@ -139,34 +139,36 @@ _MERGE = """
         -- By key, not id: a row re-created by a concurrent transaction since our snapshot has a new id.
         WHERE lower(u.email) = n.key AND (n.w_p OR n.w_r OR n.w_a OR n.w_h)
     ),
-    res AS (
-        SELECT n.key, n.email, n.function, n.as_of, n.job_id, n.position, n.status, n.id, false AS raced,
-               n.was_provisioned, n.new_provisioned, n.old_email, n.new_email, n.old_role, n.new_role,
-               n.old_active, n.new_active, n.old_hash, n.new_hash
-        FROM n
-        UNION ALL
-        SELECT c.key, c.email, c.function, c.as_of, c.job_id, c.position,
+    fresh AS (
+        SELECT c.key, c.email, c.function, c.as_of, c.job_id, c.position, c.provision, c.role, c.hash, ins.id,
                CASE WHEN c.provision THEN 'created' WHEN c.function = 'set_user_role' THEN 'pending'
-                    ELSE 'absent' END,
-               ins.id, false, false, c.provision, NULL, c.email, NULL, c.role, NULL, c.provision, NULL, c.hash
+                    ELSE 'absent' END AS status
         FROM cmd c JOIN ins USING (key)
-        UNION ALL
-        SELECT c.key, c.email, c.function, c.as_of, c.job_id, c.position, 'raced', NULL, true,
-               false, false, NULL, c.email, NULL, NULL, NULL, false, NULL, NULL
+    ),
+    raced AS (
+        SELECT c.key, c.email, c.position
         FROM cmd c
         WHERE NOT EXISTS (SELECT FROM ins WHERE ins.key = c.key)
           AND NOT EXISTS (SELECT FROM old WHERE old.key = c.key)
     ),
-    audit AS (
+    audit_fresh AS (
         INSERT INTO user_changes (email_key, job_id, email, user_id, function, as_of, status, was_email,
                                   was_provisioned, provisioned, was_role, role, was_active, is_active,
                                   password_changed)
-        SELECT r.key, r.job_id, r.new_email,
-               CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
-               r.function, r.as_of, r.status, r.old_email, r.was_provisioned, r.new_provisioned,
-               r.old_role, r.new_role, r.old_active, r.new_active, r.new_hash IS DISTINCT FROM r.old_hash
-        FROM res r
-        WHERE NOT r.raced
+        SELECT f.key, f.job_id, f.email, CASE WHEN f.provision THEN f.id END, f.function, f.as_of, f.status,
+               NULL, false, f.provision, NULL, f.role, NULL, f.provision, f.hash IS NOT NULL
+        FROM fresh f
+        ON CONFLICT DO NOTHING
+    ),
+    audit_merged AS (
+        INSERT INTO user_changes (email_key, job_id, email, user_id, function, as_of, status, was_email,
+                                  was_provisioned, provisioned, was_role, role, was_active, is_active,
+                                  password_changed)
+        SELECT n.key, n.job_id, n.new_email,
+               CASE WHEN n.new_provisioned OR n.status = 'deleted' THEN n.id END,
+               n.function, n.as_of, n.status, n.old_email, n.was_provisioned, n.new_provisioned,
+               n.old_role, n.new_role, n.old_active, n.new_active, n.new_hash IS DISTINCT FROM n.old_hash
+        FROM n
         ON CONFLICT DO NOTHING
     )
 """
@@ -174,10 +176,16 @@ _MERGE = """
 _APPLY = text(
     _MERGE  # noqa: S608 - constant SQL fragments, no input
     + """
-    SELECT r.raced, r.status, CASE WHEN r.new_provisioned OR r.status = 'deleted' THEN r.id END,
-           r.new_email, r.new_provisioned, r.new_role, r.new_active
-    FROM res r
-    ORDER BY r.position
+    SELECT false, status, CASE WHEN new_provisioned OR status = 'deleted' THEN id END,
+           new_email, new_provisioned, new_role, new_active, position
+    FROM n
+    UNION ALL
+    SELECT false, status, CASE WHEN provision THEN id END, email, provision, role, provision, position
+    FROM fresh
+    UNION ALL
+    SELECT true, 'raced', NULL, email, false, NULL, false, position
+    FROM raced
+    ORDER BY position
     """
 )
 
@@ -186,8 +194,8 @@ _APPLY_COUNTING = text(
     + """
     SELECT count(*) FILTER (WHERE status = 'created'), count(*) FILTER (WHERE status = 'updated'),
            count(*) FILTER (WHERE status = 'unchanged'), count(*) FILTER (WHERE status = 'superseded'),
-           coalesce(array_agg(position - 1 ORDER BY position) FILTER (WHERE raced), '{}')
-    FROM res
+           coalesce((SELECT array_agg(position - 1 ORDER BY position) FROM raced), '{}')
+    FROM (SELECT status FROM n UNION ALL SELECT status FROM fresh) AS outcomes
     """
 )
 
@@ -334,7 +342,7 @@ class UserRepository(BaseRepository[User]):
     async def apply(self, commands: Sequence[UserCommand]) -> list[Applied]:
         """Apply commands for distinct emails (any letter case) in one statement; a row each, in order."""
         result = await self.session.execute(_APPLY, _columns(commands))
-        return [Applied(*row) for row in result]
+        return [Applied(*row[:-1]) for row in result]  # the last column is the position
 
     async def apply_counting(self, commands: Sequence[UserCommand]) -> AppliedCounts:
         """As `apply`, for a large batch: only the statuses' counts and the raced commands' indexes."""
