@@ -17,7 +17,7 @@ from pytest_alembic.tests import (
     test_up_down_consistency,
     test_upgrade,
 )
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.conftest import migrate
@@ -101,5 +101,36 @@ async def _state(url: str) -> migrations.SchemaState:
     engine = create_async_engine(url)
     try:
         return await schema_state(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_users_from_before_ordering_keep_their_data_with_stamp_zero(empty_database_url: str) -> None:
+    """Existing rows are users, older than any command; the downgrade keeps them and drops the rest."""
+    await migrate(empty_database_url, "dc33d2768860")
+    engine = create_async_engine(empty_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO users (email, role) VALUES ('before@example.com', 'admin')"))
+        await migrate(empty_database_url, "head")
+        async with engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT provisioned, role, provisioned_as_of, role_as_of, active_as_of, "
+                        "password_as_of, role_job_id FROM users"
+                    )
+                )
+            ).one()
+            assert tuple(row) == (True, "admin", 0, 0, 0, 0, "")
+            await conn.execute(
+                text("INSERT INTO users (email, provisioned) VALUES ('tomb@example.com', false)")
+            )
+        await asyncio.to_thread(
+            command.downgrade, migrations.alembic_config(empty_database_url), "dc33d2768860"
+        )
+        async with engine.connect() as conn:
+            emails = list(await conn.scalars(text("SELECT email FROM users")))
+        assert emails == ["before@example.com"]
     finally:
         await engine.dispose()

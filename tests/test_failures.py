@@ -1,0 +1,65 @@
+"""Failed-job records on fakeredis: security events first, erasure by email."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+from fakeredis import FakeServer
+from fakeredis.aioredis import FakeAsyncRedisConnection
+from redis.asyncio import ConnectionPool
+
+from worker.failures import erase_failures, failed_jobs, record_failure
+
+QUEUE = "unit:queue"
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[ArqRedis]:
+    redis = ArqRedis(
+        connection_pool=ConnectionPool(connection_class=FakeAsyncRedisConnection, server=FakeServer())
+    )
+    try:
+        yield redis
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+async def _fail(redis: ArqRedis, job_id: str, function: str, email: str, *, security: bool = False) -> None:
+    await record_failure(
+        redis,
+        QUEUE,
+        job_id=job_id,
+        function=function,
+        job_try=1,
+        error_type="GaveUp",
+        message="m",
+        arguments={"email": email, "as_of": 1_795_000_000_000_000},
+        retention=3600,
+        security=security,
+    )
+
+
+async def test_failed_deactivations_and_deletions_are_listed_first(fake_redis: ArqRedis) -> None:
+    await _fail(fake_redis, "old-delete", "delete_user", "a@example.com", security=True)
+    await _fail(fake_redis, "provision", "provision_user", "b@example.com")
+    await _fail(fake_redis, "new-deactivate", "deactivate_user", "c@example.com", security=True)
+    await _fail(fake_redis, "newest-provision", "provision_user", "d@example.com")
+
+    listed = await failed_jobs(fake_redis, QUEUE)
+
+    assert [f["job_id"] for f in listed] == ["new-deactivate", "old-delete", "newest-provision", "provision"]
+    assert [f["security"] for f in listed] == [True, True, False, False]
+    assert listed[0]["arguments"]["as_of"] == 1_795_000_000_000_000  # the stamp is kept for retry
+
+
+async def test_erasing_an_email_removes_only_its_records(fake_redis: ArqRedis) -> None:
+    await _fail(fake_redis, "one", "delete_user", "Ada@example.com")
+    await _fail(fake_redis, "two", "set_user_role", "ada@example.com")
+    await _fail(fake_redis, "other", "set_user_role", "bob@example.com")
+
+    assert await erase_failures(fake_redis, QUEUE, "ADA@example.com") == 2
+
+    assert [f["job_id"] for f in await failed_jobs(fake_redis, QUEUE)] == ["other"]
+    assert await erase_failures(fake_redis, QUEUE, "nobody@example.com") == 0
