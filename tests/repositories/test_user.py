@@ -128,6 +128,18 @@ async def test_rows_that_are_no_user_are_hidden_from_lookups(users: UserReposito
     assert list(await users.list_users()) == []
 
 
+async def test_a_second_command_for_a_row_in_one_call_comes_back_raced(users: UserRepository) -> None:
+    first, second = await users.apply(
+        [
+            _command("provision_user", "twice@example.com", 1, "viewer"),
+            _command("set_user_role", "TWICE@example.com", 2, "admin"),
+        ]
+    )
+    assert (first.raced, first.status, second.raced) == (False, "created", True)
+    (again,) = await users.apply([_command("set_user_role", "TWICE@example.com", 2, "admin")])
+    assert (again.raced, again.status, again.role) == (False, "updated", "admin")
+
+
 async def test_expired_intents_are_reset_and_returned_once(
     users: UserRepository, db_session: AsyncSession
 ) -> None:

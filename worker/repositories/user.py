@@ -22,7 +22,8 @@ from worker.repositories.base import BaseRepository
 # key order (`old`: FOR UPDATE returns their newest committed version), merged field by field, and
 # written back (`upd`); the row lock serialises concurrent commands for one email. A command whose
 # email was inserted by another transaction after this statement's snapshot is neither inserted
-# nor found: it comes back `raced`, and the caller applies it again (the row is then found).
+# nor found: it comes back `raced`, and the caller applies it again (the row is then found); so
+# does a second command for the same row in one call.
 #
 # Each command outcome also writes one audit row (`user_changes`), keyed on (email, job id) so
 # that a re-delivered job adds none.
@@ -36,7 +37,10 @@ _MERGE = """
                c.function IN ('provision_user', 'provision_users', 'delete_user') AS n_p,
                c.function <> 'deactivate_user' AS n_r,
                c.function <> 'set_user_role' AS n_a,
-               c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h
+               c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h,
+               -- A second command for the same row (the caller's letter-case folding can differ from
+               -- PostgreSQL's) waits for the next round: one statement writes a row once.
+               row_number() OVER (PARTITION BY lower(c.email) ORDER BY c.position) > 1 AS repeat
         FROM unnest(CAST(:emails AS varchar[]), CAST(:functions AS varchar[]), CAST(:roles AS varchar[]),
                     CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]), CAST(:job_ids AS text[]))
              WITH ORDINALITY AS c(email, function, role, hash, as_of, job_id, position)
@@ -52,6 +56,7 @@ _MERGE = """
                CASE WHEN n_a THEN as_of ELSE 0 END, CASE WHEN n_a THEN job_id ELSE '' END,
                CASE WHEN n_h THEN as_of ELSE 0 END, CASE WHEN n_h THEN job_id ELSE '' END
         FROM cmd
+        WHERE NOT repeat
         ORDER BY key
         ON CONFLICT (lower(email)) DO NOTHING
         RETURNING id, lower(email) AS key
@@ -61,7 +66,7 @@ _MERGE = """
                u.provisioned, u.provisioned_as_of, u.provisioned_job_id, u.role_as_of, u.role_job_id,
                u.active_as_of, u.active_job_id, u.password_as_of, u.password_job_id, u.pending_since
         FROM users u
-        WHERE lower(u.email) = ANY (ARRAY(SELECT key FROM cmd EXCEPT SELECT key FROM ins))
+        WHERE lower(u.email) = ANY (ARRAY(SELECT key FROM cmd WHERE NOT repeat EXCEPT SELECT key FROM ins))
         ORDER BY lower(u.email)
         FOR UPDATE
     ),
@@ -82,6 +87,7 @@ _MERGE = """
                  AS all_newer,
                (cmd.as_of, cmd.job_id) = (o.role_as_of, o.role_job_id) AS holds_r
         FROM cmd JOIN old o USING (key)
+        WHERE NOT cmd.repeat
     ),
     merged AS (
         SELECT d.*,
@@ -144,12 +150,14 @@ _MERGE = """
                CASE WHEN c.provision THEN 'created' WHEN c.function = 'set_user_role' THEN 'pending'
                     ELSE 'absent' END AS status
         FROM cmd c JOIN ins USING (key)
+        WHERE NOT c.repeat
     ),
     raced AS (
         SELECT c.key, c.email, c.position
         FROM cmd c
-        WHERE NOT EXISTS (SELECT FROM ins WHERE ins.key = c.key)
-          AND NOT EXISTS (SELECT FROM old WHERE old.key = c.key)
+        WHERE c.repeat
+           OR (NOT EXISTS (SELECT FROM ins WHERE ins.key = c.key)
+               AND NOT EXISTS (SELECT FROM old WHERE old.key = c.key))
     ),
     audit_fresh AS (
         INSERT INTO user_changes (email_key, job_id, email, user_id, function, as_of, status, was_email,
@@ -340,7 +348,7 @@ class UserRepository(BaseRepository[User]):
         await self.delete(user)
 
     async def apply(self, commands: Sequence[UserCommand]) -> list[Applied]:
-        """Apply commands for distinct emails (any letter case) in one statement; a row each, in order."""
+        """Apply commands in one statement; a row each, in order (an email's second one comes back raced)."""
         result = await self.session.execute(_APPLY, _columns(commands))
         return [Applied(*row[:-1]) for row in result]  # the last column is the position
 
