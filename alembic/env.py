@@ -28,7 +28,12 @@ target_metadata = Base.metadata
 
 def _database_url() -> str:
     url = config.attributes.get("url")
-    return str(url) if url is not None else get_settings().database_url.get_secret_value()
+    if url is not None:
+        return str(url)
+    try:
+        return get_settings().migration_url
+    except ValueError as refusal:
+        raise SystemExit(f"error: {refusal}") from None
 
 
 def run_migrations_offline() -> None:

@@ -121,6 +121,21 @@ async def test_a_refused_connection_is_transient() -> None:
     assert is_transient(failure.value)
 
 
+async def test_prepared_statements_lost_behind_a_transaction_pooler_are_transient(probe: AsyncEngine) -> None:
+    """What PgBouncer in transaction mode causes, produced for real: a statement name taken, or gone."""
+    async with probe.connect() as conn:
+        await conn.execute(text("PREPARE pooled AS SELECT 1"))
+        with pytest.raises(DBAPIError) as taken:
+            await conn.execute(text("PREPARE pooled AS SELECT 1"))
+        await conn.rollback()
+        with pytest.raises(DBAPIError) as gone:
+            await conn.execute(text("EXECUTE never_prepared"))
+    assert taken.value.orig.sqlstate == "42P05"  # type: ignore[union-attr]
+    assert gone.value.orig.sqlstate == "26000"  # type: ignore[union-attr]
+    assert is_transient(taken.value)
+    assert is_transient(gone.value)
+
+
 async def test_constraint_violations_and_our_own_refusals_are_permanent(probe: AsyncEngine) -> None:
     async with probe.connect() as conn:
         with pytest.raises(IntegrityError) as duplicate:

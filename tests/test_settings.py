@@ -92,3 +92,19 @@ def test_bad_values_are_refused_clearly(field: str, value: object, message: str)
 def test_mask_url_never_returns_a_password() -> None:
     assert mask_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
     assert mask_url("not a url :// pw") == "<unparseable URL>"
+
+
+def test_migrations_refuse_a_transaction_pooler_without_a_direct_url() -> None:
+    pooled = Settings(_env_file=None, database_pooler="pgbouncer")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="set MIGRATION_DATABASE_URL to a direct PostgreSQL URL"):
+        _ = pooled.migration_url
+    direct = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_pooler="pgbouncer", migration_database_url="postgresql://u:secret@db:5432/p"
+    )
+    assert direct.migration_url == "postgresql+asyncpg://u:secret@db:5432/p"
+    assert Settings(_env_file=None).migration_url == Settings(_env_file=None).database_url.get_secret_value()  # type: ignore[call-arg]
+
+
+def test_tombstones_must_outlive_failure_records() -> None:
+    with pytest.raises(ValueError, match=r"TOMBSTONE_RETENTION .* must be longer than FAILED_JOB_RETENTION"):
+        Settings(_env_file=None, tombstone_retention=3600, failed_job_retention=7200)  # type: ignore[call-arg]

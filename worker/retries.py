@@ -18,6 +18,9 @@ TRANSIENT_SQLSTATES = frozenset(
         "57P01",  # admin_shutdown (server restarting, or pg_terminate_backend)
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now (starting up)
+        # A transaction pooler (PgBouncer) handed the statement to another server connection:
+        "42P05",  # duplicate_prepared_statement
+        "26000",  # invalid_sql_statement_name (prepared statement does not exist)
     }
 )
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    # "pgbouncer": DATABASE_URL goes through a transaction pooler (see README "Operating at scale").
+    database_pooler: Literal["none", "pgbouncer"] = "none"
+    # A direct connection for `make db-migrate` when DATABASE_URL goes through a pooler.
+    migration_database_url: SecretStr | None = None
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
     sql_echo: bool = False
     db_pool_size: PositiveInt = 20
@@ -105,6 +109,11 @@ class Settings(BaseSettings):
             parsed = parsed.set(query=query)
         return SecretStr(parsed.render_as_string(hide_password=False))
 
+    @field_validator("migration_database_url")
+    @classmethod
+    def _migration_postgres_asyncpg(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else cls._postgres_asyncpg(value)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
@@ -167,6 +176,20 @@ class Settings(BaseSettings):
             context.check_hostname = mode == "verify-full"
             return {"ssl": context}
         return {"ssl": mode}
+
+    @property
+    def migration_url(self) -> str:
+        """Where migrations run: MIGRATION_DATABASE_URL, else DATABASE_URL unless that is a pooler."""
+        if self.migration_database_url is not None:
+            return self.migration_database_url.get_secret_value()
+        if self.database_pooler != "none":
+            raise ValueError(
+                "DATABASE_URL goes through a transaction pooler "
+                f"(DATABASE_POOLER={self.database_pooler}), and migrations need one server session for "
+                "their lock and DDL: set MIGRATION_DATABASE_URL to a direct PostgreSQL URL, then run "
+                "`make db-migrate` again"
+            )
+        return self.database_url.get_secret_value()
 
     @property
     def database_url_masked(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -21,10 +23,23 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
-        connect_args=settings.database_connect_args,
+        connect_args={**settings.database_connect_args, **_pooler_connect_args(settings)},
         # SQL parameters can hold password hashes: keep them out of logs and exception text.
         hide_parameters=True,
     )
+
+
+def _pooler_connect_args(settings: Settings) -> dict[str, Any]:
+    """Behind a transaction pooler, each transaction may get another server connection: no statement
+    caches, and prepared statements under unique names, so two clients' statements never collide
+    on one server connection (SQLAlchemy's asyncpg dialect documents this recipe)."""
+    if settings.database_pooler == "none":
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4().hex}__",
+    }
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
