@@ -10,7 +10,14 @@ from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
 
-from worker.failures import erase_failures, failed_jobs, record_failure
+from worker.failures import (
+    ARGUMENTS_LIMIT,
+    MESSAGE_LIMIT,
+    erase_failures,
+    failed_jobs,
+    failed_key,
+    record_failure,
+)
 
 QUEUE = "unit:queue"
 
@@ -63,3 +70,42 @@ async def test_erasing_an_email_removes_only_its_records(fake_redis: ArqRedis) -
 
     assert [f["job_id"] for f in await failed_jobs(fake_redis, QUEUE)] == ["other"]
     assert await erase_failures(fake_redis, QUEUE, "nobody@example.com") == 0
+
+
+async def test_huge_arguments_are_kept_as_their_size_and_digest(fake_redis: ArqRedis) -> None:
+    huge = {"email": "x" * 5_000_000, "role": "admin"}
+    await record_failure(
+        fake_redis,
+        QUEUE,
+        job_id="huge",
+        function="provision_user",
+        job_try=1,
+        error_type="InvalidPayload",
+        message="m" * 100_000,
+        arguments=huge,
+        retention=3600,
+    )
+    (record,) = await failed_jobs(fake_redis, QUEUE)
+    assert record["arguments"] == {}
+    assert record["arguments_omitted"]["bytes"] > 5_000_000
+    assert len(record["arguments_omitted"]["sha256"]) == 64
+    assert len(record["message"]) == MESSAGE_LIMIT + 1
+    assert len(await fake_redis.get(failed_key(QUEUE, "huge"))) < ARGUMENTS_LIMIT
+
+
+async def test_arguments_under_the_limit_are_kept_whole(fake_redis: ArqRedis) -> None:
+    users = [{"email": f"u{n}@example.com", "role": "member"} for n in range(500)]  # about 20 KB
+    await record_failure(
+        fake_redis,
+        QUEUE,
+        job_id="batch",
+        function="provision_users",
+        job_try=1,
+        error_type="GaveUp",
+        message="m",
+        arguments={"users": users},
+        retention=3600,
+    )
+    (record,) = await failed_jobs(fake_redis, QUEUE)
+    assert record["arguments"] == {"users": users}
+    assert "arguments_omitted" not in record

@@ -19,7 +19,7 @@ from worker import tasks
 from worker.client import ProvisioningClient
 from worker.context import WorkerContext
 from worker.db.session import create_session_factory
-from worker.failures import failed_key
+from worker.failures import failed_key, record_failure
 from worker.serialization import JobFailed
 from worker.settings import Settings
 
@@ -149,3 +149,24 @@ async def test_a_failed_job_with_a_password_is_kept_without_it_and_not_retried(
     refused = await _cli(settings, "retry", job.job_id)
     assert refused.returncode == 2
     assert "carried a password, which is never kept" in refused.stderr
+
+
+async def test_a_failure_whose_arguments_were_too_large_to_keep_is_not_retried(
+    settings: Settings, redis: ArqRedis
+) -> None:
+    job_id = new_id()
+    await record_failure(
+        redis,
+        settings.queue_name,
+        job_id=job_id,
+        function="provision_user",
+        job_try=1,
+        error_type="InvalidPayload",
+        message="provision_user: invalid payload: email: value is not a valid email address",
+        arguments={"email": "x" * 200_000, "role": "admin"},
+        retention=600,
+    )
+    refused = await _cli(settings, "retry", job_id)
+    assert refused.returncode == 2
+    assert f"job {job_id}'s arguments (200030 bytes, sha256 " in refused.stderr
+    assert "were too large to keep: enqueue it again from its source" in refused.stderr

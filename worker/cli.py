@@ -148,6 +148,14 @@ async def _inspect(options: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            omitted = failure.get("arguments_omitted")
+            if omitted:
+                print(
+                    f"error: job {options.job_id}'s arguments ({omitted['bytes']} bytes, sha256 "
+                    f"{omitted['sha256'][:16]}…) were too large to keep: enqueue it again from its source",
+                    file=sys.stderr,
+                )
+                return 2
             arguments = dict(failure["arguments"])
             if options.as_of == "now":
                 arguments["as_of"] = CLOCK.now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,10 @@ from typing import Any
 from arq.connections import ArqRedis
 
 SECRET_FIELDS = frozenset({"password_hash", "password_sealed"})
+ARGUMENTS_LIMIT = 64 * 1024
+"""Bytes of (JSON) arguments a failure record keeps; larger ones are kept as their size and digest."""
+MESSAGE_LIMIT = 4096
+"""Characters of an error message a failure record keeps."""
 
 
 def _without_secrets(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -61,17 +66,22 @@ async def record_failure(
     """
     now = time.time()
     kept, dropped = _without_secrets(arguments)
-    record = {
+    record: dict[str, Any] = {
         "job_id": job_id,
         "function": function,
         "try": job_try,
         "error_type": error_type,
-        "message": message,
+        "message": message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…",
         "failed_at": now,
         "arguments": kept,
         "password_dropped": dropped,
         "security": security,
     }
+    encoded = json.dumps(kept, default=str).encode()
+    if len(encoded) > ARGUMENTS_LIMIT:
+        # A malformed job can be megabytes: keep what identifies it, not the job itself.
+        record["arguments"] = {}
+        record["arguments_omitted"] = {"bytes": len(encoded), "sha256": hashlib.sha256(encoded).hexdigest()}
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(failed_key(queue_name, job_id), json.dumps(record, default=str), ex=retention)
         pipe.zadd(failed_index(queue_name), {job_id: now})
