@@ -1,4 +1,4 @@
-"""`arq bench.noop_worker.WorkerSettings`: bare ARQ with the worker's own settings, doing nothing.
+"""`arq bench.noop_worker.WorkerSettings`: stock ARQ with the worker's own settings, doing nothing.
 
 The queue's ceiling: the same serializer, concurrency, polling and read limit as the real worker.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.main import worker_settings
 from worker.settings import get_settings
+from worker.wiring import worker_settings  # not worker.main: that runs our worker class
 
 
 async def noop(ctx: dict[str, Any], **kwargs: Any) -> None:

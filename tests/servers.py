@@ -91,3 +91,65 @@ def pgbouncer(log_directory: Path, *, target_port: int = 5432, pool_size: int = 
         if (directory / "pgbouncer.log").exists():
             shutil.copy(directory / "pgbouncer.log", log_directory / "pgbouncer.log")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (append-only file on, fsync on every write), restartable."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.binary = require("redis-server", "redis-server")
+        self.port = free_port()
+        self.directory = directory
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        """Its URL, database 0 (the whole server belongs to the test)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again, on the same port and data directory) and wait until it listens."""
+        log = (self.directory / "redis.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        wait_for_port(self.port, process=self.process)
+
+    def stop(self) -> None:
+        """Shut it down (SIGTERM: it finishes writing the append-only file)."""
+        if self.process is not None:
+            terminate(self.process)
+            self.process = None
+
+
+@contextmanager
+def private_redis(directory: Path, *extra: str) -> Iterator[PrivateRedis]:
+    """A started `PrivateRedis`, stopped whatever happens."""
+    server = PrivateRedis(directory, *extra)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from worker.client import DuplicateJob, ProvisioningClient
 from worker.errors import InvalidPayload
@@ -91,3 +92,39 @@ async def test_a_live_job_id_cannot_be_reused(fake_redis: ArqRedis) -> None:
     with pytest.raises(DuplicateJob, match="job same already exists"):
         await client.deactivate_user(email="a@example.com", job_id="same")
     assert json.loads(await fake_redis.get("arq:job:same"))["f"] == "delete_user"
+
+
+async def test_an_enqueue_whose_reply_was_lost_is_retried_under_the_same_id_and_queued_once(
+    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = ProvisioningClient(fake_redis, queue_name=QUEUE, retry_for=5)
+    real = fake_redis.enqueue_job
+    calls: list[str | None] = []
+
+    async def reply_lost_once(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("_job_id"))  # type: ignore[arg-type]
+        job = await real(*args, **kwargs)  # type: ignore[arg-type]
+        if len(calls) == 1:
+            raise RedisConnectionError("Connection closed by server.")  # queued, but the reply is lost
+        return job
+
+    monkeypatch.setattr(fake_redis, "enqueue_job", reply_lost_once)
+    for job_id in (None, "given-id"):
+        calls.clear()
+        job = await client.deactivate_user(email="lost@example.com", job_id=job_id)
+        assert len(calls) == 2
+        assert calls[0] == calls[1] == job.job_id
+    assert await fake_redis.zcard(QUEUE) == 2  # each command queued once
+
+
+async def test_an_enqueue_gives_up_after_retry_for(
+    monkeypatch: pytest.MonkeyPatch, fake_redis: ArqRedis
+) -> None:
+    client = ProvisioningClient(fake_redis, queue_name=QUEUE, retry_for=0.3)
+
+    async def down(*args: object, **kwargs: object) -> object:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    monkeypatch.setattr(fake_redis, "enqueue_job", down)
+    with pytest.raises(RedisConnectionError):
+        await client.delete_user(email="x@example.com")

@@ -27,9 +27,9 @@ from tests.processes import start_worker, stop, wait_until
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
-from worker.main import worker_settings
 from worker.serialization import deserialize
 from worker.settings import Settings
+from worker.wiring import worker_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
 

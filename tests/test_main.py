@@ -19,7 +19,8 @@ from tests.processes import run_module, worker_env
 from tests.tcp_proxy import TcpProxy
 from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
-from worker.main import StartupError, WorkerSettings, _warm_pool, shutdown, startup
+from worker.main import StartupError, WorkerSettings, shutdown, startup
+from worker.wiring import _warm_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = ", ".join(sorted(head_revisions()))
@@ -150,7 +151,7 @@ async def test_startup_names_the_fix_for_a_missing_database(database_url: str) -
 async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
     try:
-        with caplog.at_level(logging.WARNING, logger="worker.main"):
+        with caplog.at_level(logging.WARNING, logger="worker.wiring"):
             await _warm_pool(engine, 3)  # the pool has room for one: the other two time out
         assert engine.pool.checkedin() == 1
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -11,6 +13,7 @@ from arq.jobs import Job
 
 from worker.errors import InvalidPayload
 from worker.payloads import PAYLOADS, RoleName, parse_payload
+from worker.retries import is_redis_unreachable
 from worker.sealing import seal_password
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
@@ -37,9 +40,12 @@ class DuplicateJob(Exception):
 class ProvisioningClient:
     """Enqueue jobs on the worker's queue, validated against the job contract before they leave."""
 
-    def __init__(self, redis: ArqRedis, *, queue_name: str, seal_key: str | None = None) -> None:
+    def __init__(
+        self, redis: ArqRedis, *, queue_name: str, seal_key: str | None = None, retry_for: float = 30.0
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.retry_for = retry_for
         self._seal_key = seal_key
 
     @classmethod
@@ -50,7 +56,12 @@ class ProvisioningClient:
         redis = await connect_redis(settings)
         try:
             keys = settings.seal_key_list
-            yield cls(redis, queue_name=settings.queue_name, seal_key=keys[0] if keys else None)
+            yield cls(
+                redis,
+                queue_name=settings.queue_name,
+                seal_key=keys[0] if keys else None,
+                retry_for=settings.enqueue_retry_for,
+            )
         finally:
             await redis.aclose(close_connection_pool=True)
 
@@ -117,6 +128,8 @@ class ProvisioningClient:
     ) -> Job:
         """Validate `arguments` for `function` and enqueue it; `DuplicateJob` if `job_id` is taken.
 
+        While Redis is unreachable (an outage, a failover) the enqueue is retried with backoff for
+        up to `retry_for` seconds, under the same job id, so that it is queued at most once.
         Every job is stamped: `as_of` when given (the time the system of record made the command),
         else this process's clock, which never repeats or goes back, so that this client's commands
         keep their order (docs/jobs.md, "Ordering").
@@ -127,10 +140,34 @@ class ProvisioningClient:
         arguments["as_of"] = CLOCK.now() if as_of is None else as_of
         given = {name: value for name, value in arguments.items() if value is not None}
         payload = parse_payload(model, function, (), given).model_dump(mode="json", exclude_none=True)
-        job = await self.redis.enqueue_job(function, _job_id=job_id, _queue_name=self.queue_name, **payload)
-        if job is None:
+        ours = job_id is None
+        job_id = job_id or uuid.uuid4().hex  # chosen here, so that a retried enqueue keeps it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        uncertain = False
+        delay = 0.1
+        while True:
+            try:
+                job = await self.redis.enqueue_job(
+                    function, _job_id=job_id, _queue_name=self.queue_name, **payload
+                )
+            except Exception as error:
+                if not is_redis_unreachable(error) or loop.time() + delay > deadline:
+                    raise
+                uncertain = True  # the lost attempt may have been queued: retry under the same id
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if job is not None:
+                return job
+            if uncertain and (ours or await self._queued_as(job_id, function, payload)):
+                return self.job(job_id)  # our own earlier attempt made it
             raise DuplicateJob(f"job {job_id} already exists: pick another id, or wait for its result")
-        return job
+
+    async def _queued_as(self, job_id: str, function: str, payload: dict[str, Any]) -> bool:
+        """True if the job with this id is this very command (an earlier attempt of ours)."""
+        info = await self.job(job_id).info()
+        return info is not None and info.function == function and info.kwargs == payload
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job, for its status or result."""

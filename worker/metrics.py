@@ -44,6 +44,9 @@ JOBS_IN_PROGRESS = Gauge("provisioning_jobs_in_progress", "Jobs running in this 
 QUEUE_DEPTH = Gauge(
     "provisioning_queue_depth", "Jobs waiting in the queue (incl. deferred)", registry=REGISTRY
 )
+REDIS_UP = Gauge(
+    "provisioning_redis_up", "1 while this worker reaches Redis, 0 during an outage", registry=REGISTRY
+)
 DB_POOL_CHECKED_OUT = Gauge(
     "provisioning_db_pool_checked_out", "Database connections in use by this worker", registry=REGISTRY
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 
 from worker.errors import PermanentJobError
@@ -23,6 +25,25 @@ TRANSIENT_SQLSTATES = frozenset(
         "26000",  # invalid_sql_statement_name (prepared statement does not exist)
     }
 )
+
+
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+"""Errors that mean Redis cannot be reached right now (redis-py's and the socket's own)."""
+
+
+def is_redis_unreachable(error: BaseException) -> bool:
+    """True for a lost or refused Redis connection, however the layers below spell it."""
+    if isinstance(error, REDIS_UNREACHABLE):
+        return True
+    # uvloop refuses to write to a transport the peer has closed with a RuntimeError, where
+    # asyncio's own loop raises ConnectionError; redis-py passes either on as it is.
+    return isinstance(error, RuntimeError) and "handler is closed" in str(error)
 
 
 _jitter = random.Random()  # noqa: S311 - spreading retries out, not cryptography

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # A direct connection for `make db-migrate` when DATABASE_URL goes through a pooler.
     migration_database_url: SecretStr | None = None
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    # Seconds Redis may stay unreachable (also at start-up) before the worker exits with status 1.
+    redis_max_outage: Annotated[float, Field(gt=0)] = 300.0
+    # Seconds the client and the CLI keep retrying an enqueue while Redis is unreachable.
+    enqueue_retry_for: Annotated[float, Field(ge=0)] = 30.0
     sql_echo: bool = False
     db_pool_size: PositiveInt = 20
     db_max_overflow: Annotated[int, Field(ge=0)] = 10

@@ -1,0 +1,179 @@
+"""Redis outages under a real worker process, on a private redis-server (append-only file on).
+
+The shared Redis is never touched: each test starts its own server on a port of its own, stops
+and restarts it, and shuts it down whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import new_id
+from tests.processes import start_worker, stop, wait_until
+from tests.servers import PrivateRedis, private_redis
+from worker.client import ProvisioningClient, connect_redis
+from worker.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
+
+FAST = {"poll_delay": 0.01, "job_timeout": 5, "retry_base_delay": 0.1, "retry_max_delay": 1.0}
+
+
+def on(settings: Settings, server: PrivateRedis) -> Settings:
+    """`settings` with the private server as REDIS_URL."""
+    return settings.model_copy(update={"redis_url": SecretStr(server.url)})
+
+
+async def _client_redis(settings: Settings) -> ArqRedis:
+    return await connect_redis(settings)
+
+
+async def _provisioned(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM users WHERE provisioned")) or 0)
+
+
+async def _results(redis: ArqRedis, job_ids: list[str]) -> int:
+    return int(await redis.exists(*(f"arq:result:{job_id}" for job_id in job_ids)))
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    with private_redis(tmp_path / "redis") as started:
+        yield started
+
+
+async def test_a_redis_restart_mid_burst_loses_nothing_and_the_worker_stays_up(
+    settings: Settings, server: PrivateRedis, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    private = on(settings, server)
+    redis = await _client_redis(private)
+    try:
+        client = ProvisioningClient(redis, queue_name=private.queue_name)
+        job_ids = [
+            (await client.provision_user(email=f"r{n}@example.com", role="member", job_id=new_id())).job_id
+            for n in range(2000)
+        ]
+        log = tmp_path / "worker.log"
+        worker = start_worker(private, log, **FAST)
+        try:
+            await wait_until(lambda: _at_least(engine, 300), within=60, what="300 users")
+            down_at = time.monotonic()
+            server.stop()
+            await asyncio.sleep(2.0)
+            assert worker.poll() is None, "the worker exited when Redis went away"
+            server.start()
+            await wait_until(
+                lambda: _all(redis, job_ids), within=120, what="every job's result after the restart"
+            )
+            finished_after = time.monotonic() - down_at
+            assert worker.poll() is None, "the worker exited"
+            pid = worker.pid
+        finally:
+            assert stop(worker) == 0
+        resumed = re.findall(r"is back after ([0-9.]+)s", log.read_text())
+        print(
+            f"\nRedis restart: {len(job_ids)} jobs, {await _provisioned(engine)} users, worker pid {pid} "
+            f"throughout, resumed {resumed} s after the outage began, burst done {finished_after:.1f}s "
+            "after the stop"
+        )
+        assert await _provisioned(engine) == len(job_ids)
+        assert resumed, "the worker never logged that Redis was back"
+        infos = [await client.job(job_id).result_info() for job_id in job_ids]
+        assert all(info is not None and info.success for info in infos)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+async def _at_least(engine: AsyncEngine, count: int) -> bool:
+    return await _provisioned(engine) >= count
+
+
+async def _all(redis: ArqRedis, job_ids: list[str]) -> bool:
+    try:
+        return await _results(redis, job_ids) == len(job_ids)
+    except OSError:
+        return False
+
+
+def test_an_outage_longer_than_redis_max_outage_exits_1_for_a_supervisor(
+    settings: Settings, server: PrivateRedis, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    worker = start_worker(on(settings, server), log, redis_max_outage=2, **FAST)
+    try:
+        time.sleep(2.0)  # started and polling
+        assert worker.poll() is None
+        server.stop()
+        exit_code = worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+    assert exit_code == 1
+    text_ = log.read_text()
+    assert "lost Redis at redis://127.0.0.1:" in text_
+    assert "longer than REDIS_MAX_OUTAGE (2s): exiting for a supervisor to restart the worker" in text_
+
+
+async def test_a_worker_started_before_redis_waits_for_it(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    server = PrivateRedis(tmp_path / "redis")  # not started yet
+    private = on(settings, server)
+    worker = start_worker(private, tmp_path / "worker.log", **FAST)
+    try:
+        await asyncio.sleep(2.0)
+        assert worker.poll() is None, "the worker gave up on Redis at start-up"
+        server.start()
+        redis = await _client_redis(private)
+        try:
+            job = await ProvisioningClient(redis, queue_name=private.queue_name).provision_user(
+                email="late-redis@example.com", role="viewer", job_id=new_id()
+            )
+            assert (await job.result(timeout=60))["status"] == "created"
+        finally:
+            await redis.aclose(close_connection_pool=True)
+    finally:
+        stop(worker)
+        server.stop()
+
+
+def test_a_worker_that_never_reaches_redis_exits_1_naming_the_fix(settings: Settings, tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path / "redis")  # never started
+    log = tmp_path / "worker.log"
+    worker = start_worker(on(settings, server), log, redis_max_outage=1.5)
+    exit_code = worker.wait(timeout=60)
+    assert exit_code == 1
+    assert "cannot reach Redis at redis://127.0.0.1:" in log.read_text()
+    assert "REDIS_MAX_OUTAGE is 1.5s" in log.read_text()
+
+
+async def test_the_client_retries_an_enqueue_across_a_restart(
+    settings: Settings, server: PrivateRedis
+) -> None:
+    private = on(settings, server)
+    redis = await _client_redis(private)
+    try:
+        client = ProvisioningClient(redis, queue_name=private.queue_name, retry_for=20)
+        server.stop()
+        sending = asyncio.create_task(client.provision_user(email="patient@example.com", role="admin"))
+        await asyncio.sleep(1.0)
+        assert not sending.done()  # still trying
+        server.start()
+        job = await asyncio.wait_for(sending, timeout=20)
+        assert await redis.zcard(private.queue_name) == 1
+        assert (await job.info()).kwargs["email"] == "patient@example.com"  # type: ignore[union-attr]
+    finally:
+        await redis.aclose(close_connection_pool=True)

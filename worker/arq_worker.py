@@ -1,0 +1,262 @@
+"""ARQ's `Worker`, made to ride out Redis outages in the same process.
+
+Stock ARQ lets a lost Redis connection escape its poll loop, and the process exits; jobs enqueued
+afterwards wait for a supervisor. Here the poll loop survives: on a lost connection the worker logs
+one warning, sets `provisioning_redis_up` to 0, and reconnects with bounded, jittered backoff
+while running jobs carry on. Polling resumes by itself. Only an outage longer than
+REDIS_MAX_OUTAGE (also at start-up) ends the process, with status 1, for a supervisor to take over.
+
+What could not be written to Redis meanwhile:
+- a finished job's result and clean-up (`finish=True`) is written after reconnecting, unless the
+  job has a result already (another worker ran it again and finished it);
+- anything whose replay is not idempotent (the retry counter's INCR when a job starts, the
+  ZINCRBY that defers a retried job) is not replayed: the job stays claimed until its in-progress
+  key expires (JOB_TIMEOUT + 10 s), then runs again, which ordering makes harmless.
+
+Everything else is ARQ's own code path and semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from arq.connections import ArqRedis, create_pool, log_redis_info
+from arq.constants import in_progress_key_prefix, result_key_prefix
+from arq.utils import poll, timestamp_ms
+from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, WatchError
+
+from worker import metrics
+from worker.retries import REDIS_UNREACHABLE, is_redis_unreachable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_OUTAGE = 300.0
+_jitter = random.Random()  # noqa: S311 - spreading reconnects out, not cryptography
+
+
+class RedisOutageTooLong(SystemExit):
+    """Redis stayed unreachable for longer than REDIS_MAX_OUTAGE: exit 1 for a supervisor."""
+
+
+class ProvisioningWorker(Worker):
+    """ARQ's worker, with a poll loop that survives Redis outages (see the module's docstring).
+
+    It adds no constructor arguments: ARQ's command line passes a class only the settings that
+    `Worker.__init__` names. REDIS_MAX_OUTAGE is read from the settings in `ctx`.
+    """
+
+    _unwritten: dict[str, tuple[bytes | None, float | None, bool]]
+
+    @property
+    def max_outage(self) -> float:
+        """REDIS_MAX_OUTAGE: seconds Redis may stay unreachable before the worker exits."""
+        return float(getattr(self.ctx.get("settings"), "redis_max_outage", DEFAULT_MAX_OUTAGE))
+
+    @property
+    def _redis_url(self) -> str:
+        return str(getattr(self.ctx.get("settings"), "redis_url_masked", "Redis"))
+
+    def _waiting_results(self) -> dict[str, tuple[bytes | None, float | None, bool]]:
+        """Results of finished jobs that wait for Redis to come back, by job id."""
+        if not hasattr(self, "_unwritten"):
+            self._unwritten = {}
+        return self._unwritten
+
+    async def main(self) -> None:
+        """ARQ's main loop, with outages ridden out around each poll."""
+        if self._pool is None:
+            self._pool = await self._connect()
+        logger.info("Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions))
+        await log_redis_info(self.pool, logger.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        metrics.REDIS_UP.set(1)
+
+        async for _ in poll(self.poll_delay_s):
+            try:
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+            except Exception as error:
+                if not is_redis_unreachable(error):
+                    raise
+                await self._ride_out(error)
+
+    async def _connect(self) -> ArqRedis:
+        """ARQ's pool, retried with backoff for up to REDIS_MAX_OUTAGE (ARQ itself tries 5 times)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = 0.25
+        while True:
+            try:
+                return await create_pool(
+                    self.redis_settings,
+                    job_deserializer=self.job_deserializer,
+                    job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name,
+                    expires_extra_ms=self.expires_extra_ms,
+                    retry=self.redis_settings.conn_retries if self.redis_settings else 0,  # no retries
+                    # inside ARQ: this loop retries
+                )
+            except REDIS_UNREACHABLE as error:
+                waited = loop.time() - started
+                if waited + delay > self.max_outage:
+                    raise RedisOutageTooLong(
+                        f"cannot reach Redis at {self._redis_url} for {waited:.0f}s (REDIS_MAX_OUTAGE is "
+                        f"{self.max_outage:g}s; {type(error).__name__}): start it, or fix REDIS_URL"
+                    ) from None
+                logger.warning(
+                    "Redis at %s is not reachable yet (%s); retrying for up to %.0fs",
+                    self._redis_url,
+                    type(error).__name__,
+                    self.max_outage - waited,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _ride_out(self, error: BaseException) -> None:
+        """Wait for Redis to answer again, with capped, jittered backoff; exit after REDIS_MAX_OUTAGE."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        metrics.REDIS_UP.set(0)
+        logger.warning(
+            "lost Redis at %s (%s: %s); running jobs carry on, polling resumes when it is back "
+            "(exiting after REDIS_MAX_OUTAGE=%gs)",
+            self._redis_url,
+            type(error).__name__,
+            error,
+            self.max_outage,
+        )
+        # Drop the idle pooled connections: each would fail once more before noticing Redis came
+        # back. Those in use belong to running jobs, which find out for themselves.
+        await self.pool.connection_pool.disconnect(inuse_connections=False)
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(min(5.0, 0.1 * 2**attempt) * _jitter.uniform(0.5, 1.0))
+            try:
+                await self.pool.ping()
+                break
+            except REDIS_UNREACHABLE:
+                if loop.time() - started > self.max_outage:
+                    raise RedisOutageTooLong(
+                        f"Redis at {self._redis_url} unreachable for {loop.time() - started:.0f}s, "
+                        f"longer than REDIS_MAX_OUTAGE ({self.max_outage:g}s): exiting for a supervisor "
+                        "to restart the worker"
+                    ) from None
+        metrics.REDIS_UP.set(1)
+        logger.warning("Redis at %s is back after %.1fs; resuming", self._redis_url, loop.time() - started)
+        await self._write_unwritten()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """ARQ's claim of each job (WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), giving its slot back
+        when Redis goes away in the middle (ARQ's own would keep the slot for good)."""
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            job_id = job_id_b.decode()
+            try:
+                score = await self._claim(job_id)
+            except BaseException:
+                self._release_sem_dec_counter_on_complete()
+                raise
+            if score is None:
+                self._release_sem_dec_counter_on_complete()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def _claim(self, job_id: str) -> int | None:
+        """Mark the job in progress if it is still queued, due and not running: its score, or None."""
+        in_progress_key = in_progress_key_prefix + job_id
+        async with self.pool.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(in_progress_key)
+                ongoing = await pipe.exists(in_progress_key)
+                score = await pipe.zscore(self.queue_name, job_id)
+            except WatchError as error:  # redis-py's way of saying the connection broke while watching
+                raise RedisConnectionError(str(error)) from error
+            if ongoing or not score or score > timestamp_ms():
+                return None  # running elsewhere, finished, or deferred by another worker meanwhile
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b"1")
+            try:
+                await pipe.execute()
+            except (ResponseError, WatchError):
+                return None  # another worker claimed it since
+        return int(score)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """ARQ's finish; a finished job's result that Redis could not take waits for its return."""
+        try:
+            await super().finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+        except Exception as error:
+            if not is_redis_unreachable(error):
+                raise
+            if finish and keep_in_progress is None:
+                self._waiting_results()[job_id] = (result_data, result_timeout_s, keep_result_forever)
+                logger.warning("job %s finished while Redis was unreachable; its result waits", job_id)
+            else:
+                logger.warning(
+                    "job %s could not be put back while Redis was unreachable; it runs again once its "
+                    "in-progress key expires",
+                    job_id,
+                )
+
+    async def _write_unwritten(self) -> None:
+        """Write the results that waited for Redis, unless another worker finished the job meanwhile."""
+        waiting = self._waiting_results()
+        for job_id, (result_data, timeout_s, forever) in list(waiting.items()):
+            if await self.pool.exists(result_key_prefix + job_id):
+                waiting.pop(job_id)  # run again and finished elsewhere: that result stands
+                continue
+            await super().finish_job(job_id, True, result_data, timeout_s, forever, None, None)
+            waiting.pop(job_id)
+
+    async def close(self) -> None:
+        """ARQ's close, writing waiting results first; Redis being down does not skip on_shutdown."""
+        try:
+            if self._pool is not None and self._waiting_results():
+                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+                await self._write_unwritten()
+            await super().close()
+        except REDIS_UNREACHABLE as error:
+            logger.warning(
+                "Redis unreachable while closing (%s); %d result(s) not written, their jobs run again",
+                type(error).__name__,
+                len(self._waiting_results()),
+            )
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            self._pool = None
