@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,3 +153,97 @@ def private_redis(directory: Path, *extra: str) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+class PrivateSentinel:
+    """A master, a replica and one sentinel watching them as `mymaster`: a failover in miniature."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, directory: Path) -> None:
+        self.master = PrivateRedis(directory / "master")
+        self.replica = PrivateRedis(directory / "replica", "--replicaof", "127.0.0.1", str(self.master.port))
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The Sentinel URL a worker and a client take as REDIS_URL."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}"
+
+    def start(self) -> None:
+        """Start the master, the replica (in sync) and the sentinel (watching the master)."""
+        self.master.start()
+        self.replica.start()
+        wait_for(lambda: "master_link_status:up" in self._info(self.replica.port), what="the replica's sync")
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+            f"sentinel failover-timeout {self.SERVICE} 5000\n"
+        )
+        log = (self.directory / "sentinel.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                [self.master.binary, str(config), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        wait_for_port(self.port, process=self.process)
+
+    def master_port(self) -> int:
+        """The port of the master the sentinel currently names."""
+        reply = _redis_cli(self.port, "SENTINEL", "get-master-addr-by-name", self.SERVICE).split()
+        return int(reply[1])
+
+    def kill_master(self) -> None:
+        """SIGKILL the master: no shutdown, no last write."""
+        assert self.master.process is not None
+        self.master.process.kill()
+        self.master.process.wait()
+        self.master.process = None
+
+    def stop(self) -> None:
+        """Stop all three."""
+        if self.process is not None:
+            terminate(self.process)
+            self.process = None
+        self.replica.stop()
+        self.master.stop()
+
+    @staticmethod
+    def _info(port: int) -> str:
+        return _redis_cli(port, "INFO", "replication")
+
+
+def _redis_cli(port: int, *command: str) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return done.stdout
+
+
+def wait_for(condition: Callable[[], bool], *, what: str, within: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def private_sentinel(directory: Path) -> Iterator[PrivateSentinel]:
+    """A started `PrivateSentinel`, stopped whatever happens."""
+    setup = PrivateSentinel(directory)
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import new_id
 from tests.processes import start_worker, stop, wait_until
-from tests.servers import PrivateRedis, private_redis
+from tests.servers import PrivateRedis, PrivateSentinel, private_redis, private_sentinel
 from worker.client import ProvisioningClient, connect_redis
 from worker.settings import Settings
 
@@ -177,3 +177,52 @@ async def test_the_client_retries_an_enqueue_across_a_restart(
         assert (await job.info()).kwargs["email"] == "patient@example.com"  # type: ignore[union-attr]
     finally:
         await redis.aclose(close_connection_pool=True)
+
+
+async def test_a_sentinel_failover_mid_burst_loses_nothing_and_the_worker_follows(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    with private_sentinel(tmp_path / "sentinel") as sentinel:
+        private = settings.model_copy(update={"redis_url": SecretStr(sentinel.url)})
+        redis = await _client_redis(private)
+        try:
+            client = ProvisioningClient(redis, queue_name=private.queue_name)
+            job_ids = [
+                (await client.provision_user(email=f"s{n}@example.com", role="admin", job_id=new_id())).job_id
+                for n in range(2000)
+            ]
+            # Replication is asynchronous: make sure the queue reached the replica before the crash.
+            assert await redis.execute_command("WAIT", 1, 5000) == 1
+            old_master = sentinel.master_port()
+            log = tmp_path / "worker.log"
+            worker = start_worker(private, log, **FAST)
+            try:
+                await wait_until(lambda: _at_least(engine, 300), within=60, what="300 users")
+                killed_at = time.monotonic()
+                sentinel.kill_master()
+                await wait_until(
+                    lambda: _new_master(sentinel, old_master),
+                    within=30,
+                    what="the sentinel to promote the replica",
+                )
+                promoted_after = time.monotonic() - killed_at
+                await wait_until(lambda: _at_least(engine, len(job_ids)), within=120, what="every user")
+                await wait_until(lambda: _all(redis, job_ids), within=60, what="every job's result")
+                assert worker.poll() is None, "the worker exited"
+                pid = worker.pid
+            finally:
+                assert stop(worker) == 0
+            resumed = re.findall(r"is back after ([0-9.]+)s", log.read_text())
+            print(
+                f"\nSentinel failover: {len(job_ids)} jobs, {await _provisioned(engine)} users, master on "
+                f"{old_master} SIGKILLed, replica promoted after {promoted_after:.1f}s, worker pid {pid} "
+                f"throughout, resumed {resumed} s after losing the master"
+            )
+            assert await _provisioned(engine) == len(job_ids)
+            assert sentinel.master_port() == sentinel.replica.port
+        finally:
+            await redis.aclose(close_connection_pool=True)
+
+
+async def _new_master(sentinel: PrivateSentinel, old: int) -> bool:
+    return await asyncio.to_thread(sentinel.master_port) != old

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
+from worker.redis_connection import SentinelSettings
 from worker.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, mask_url
 
 
@@ -108,3 +111,40 @@ def test_migrations_refuse_a_transaction_pooler_without_a_direct_url() -> None:
 def test_tombstones_must_outlive_failure_records() -> None:
     with pytest.raises(ValueError, match=r"TOMBSTONE_RETENTION .* must be longer than FAILED_JOB_RETENTION"):
         Settings(_env_file=None, tombstone_retention=3600, failed_job_retention=7200)  # type: ignore[call-arg]
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url="rediss+sentinel://app:s3cret@10.0.0.1:26379,[::1]:26380/queue-master/2",
+        redis_sentinel_password="sentinel-pw",
+    )
+    redis = settings.redis_settings
+    assert isinstance(redis, SentinelSettings)
+    assert (redis.host, redis.sentinel_master, redis.database) == (
+        [("10.0.0.1", 26379), ("::1", 26380)],
+        "queue-master",
+        2,
+    )
+    assert (redis.username, redis.password, redis.sentinel_password) == ("app", "s3cret", "sentinel-pw")
+    assert (redis.ssl, redis.ssl_cert_reqs, redis.ssl_check_hostname) == (True, "required", True)
+    assert settings.redis_url_masked == "rediss+sentinel://app:***@10.0.0.1:26379,[::1]:26380/queue-master/2"
+    assert "s3cret" not in repr(redis)
+    assert "sentinel-pw" not in repr(redis)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://127.0.0.1/mymaster", "sentinel address '127.0.0.1' has no host:port"),
+        ("redis+sentinel://127.0.0.1:26379", "names no service"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster/x", "names no service (or a bad db)"),
+        (
+            "sentinel://127.0.0.1:26379/mymaster",
+            "or redis+sentinel:// (rediss+sentinel://) for Redis Sentinel",
+        ),
+    ],
+)
+def test_a_bad_sentinel_url_says_what_shape_is_expected(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(_env_file=None, redis_url=url)  # type: ignore[call-arg]

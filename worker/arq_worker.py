@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 
-from arq.connections import ArqRedis, create_pool, log_redis_info
+from arq.connections import ArqRedis, RedisSettings, log_redis_info
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.utils import poll, timestamp_ms
 from arq.worker import Worker
@@ -30,11 +30,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 
 from worker import metrics
+from worker.redis_connection import open_redis
 from worker.retries import REDIS_UNREACHABLE, is_redis_unreachable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_OUTAGE = 300.0
+RECONNECT_CAP = 2.0
+"""Seconds between reconnection attempts at most: polling resumes at most this long after Redis is back."""
 _jitter = random.Random()  # noqa: S311 - spreading reconnects out, not cryptography
 
 
@@ -99,8 +102,8 @@ class ProvisioningWorker(Worker):
         delay = 0.25
         while True:
             try:
-                return await create_pool(
-                    self.redis_settings,
+                return await open_redis(
+                    self.redis_settings or RedisSettings(),
                     job_deserializer=self.job_deserializer,
                     job_serializer=self.job_serializer,
                     default_queue_name=self.queue_name,
@@ -128,6 +131,15 @@ class ProvisioningWorker(Worker):
         """Wait for Redis to answer again, with capped, jittered backoff; exit after REDIS_MAX_OUTAGE."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        # Drop the idle pooled connections: each would fail once more before noticing Redis came
+        # back. Those in use belong to running jobs, which find out for themselves.
+        await self.pool.connection_pool.disconnect(inuse_connections=False)
+        if await self._answers():
+            # An error from earlier (a job that lost Redis while starting), reported by its task now.
+            logger.info(
+                "a job lost Redis earlier (%s); it runs again once its claim expires", type(error).__name__
+            )
+            return
         metrics.REDIS_UP.set(0)
         logger.warning(
             "lost Redis at %s (%s: %s); running jobs carry on, polling resumes when it is back "
@@ -137,26 +149,31 @@ class ProvisioningWorker(Worker):
             error,
             self.max_outage,
         )
-        # Drop the idle pooled connections: each would fail once more before noticing Redis came
-        # back. Those in use belong to running jobs, which find out for themselves.
-        await self.pool.connection_pool.disconnect(inuse_connections=False)
         attempt = 0
         while True:
             attempt += 1
-            await asyncio.sleep(min(5.0, 0.1 * 2**attempt) * _jitter.uniform(0.5, 1.0))
-            try:
-                await self.pool.ping()
+            await asyncio.sleep(min(RECONNECT_CAP, 0.1 * 2**attempt) * _jitter.uniform(0.5, 1.0))
+            if await self._answers():
                 break
-            except REDIS_UNREACHABLE:
-                if loop.time() - started > self.max_outage:
-                    raise RedisOutageTooLong(
-                        f"Redis at {self._redis_url} unreachable for {loop.time() - started:.0f}s, "
-                        f"longer than REDIS_MAX_OUTAGE ({self.max_outage:g}s): exiting for a supervisor "
-                        "to restart the worker"
-                    ) from None
+            if loop.time() - started > self.max_outage:
+                raise RedisOutageTooLong(
+                    f"Redis at {self._redis_url} unreachable for {loop.time() - started:.0f}s, "
+                    f"longer than REDIS_MAX_OUTAGE ({self.max_outage:g}s): exiting for a supervisor "
+                    "to restart the worker"
+                )
         metrics.REDIS_UP.set(1)
         logger.warning("Redis at %s is back after %.1fs; resuming", self._redis_url, loop.time() - started)
         await self._write_unwritten()
+
+    async def _answers(self) -> bool:
+        """True if Redis answers a PING now."""
+        try:
+            await self.pool.ping()
+        except Exception as error:
+            if not is_redis_unreachable(error):
+                raise
+            return False
+        return True
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """ARQ's claim of each job (WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), giving its slot back
@@ -251,7 +268,9 @@ class ProvisioningWorker(Worker):
                 await asyncio.gather(*self.tasks.values(), return_exceptions=True)
                 await self._write_unwritten()
             await super().close()
-        except REDIS_UNREACHABLE as error:
+        except Exception as error:
+            if not is_redis_unreachable(error):
+                raise
             logger.warning(
                 "Redis unreachable while closing (%s); %d result(s) not written, their jobs run again",
                 type(error).__name__,

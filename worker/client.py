@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.jobs import Job
 
 from worker.errors import InvalidPayload
 from worker.payloads import PAYLOADS, RoleName, parse_payload
+from worker.redis_connection import open_redis
 from worker.retries import is_redis_unreachable
 from worker.sealing import seal_password
 from worker.serialization import deserialize, serialize
@@ -25,7 +26,7 @@ AsOfValue = int | str
 
 async def connect_redis(settings: Settings) -> ArqRedis:
     """An ARQ Redis pool speaking the worker's JSON, defaulting to its queue."""
-    return await create_pool(
+    return await open_redis(
         settings.redis_settings,
         job_serializer=serialize,
         job_deserializer=deserialize,

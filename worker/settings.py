@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from worker.redis_connection import is_sentinel_url, mask_sentinel_url, parse_sentinel_url, redis_settings_for
 from worker.security import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, PasswordPolicy
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/provisioning"
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     # A direct connection for `make db-migrate` when DATABASE_URL goes through a pooler.
     migration_database_url: SecretStr | None = None
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    # Sentinels that require a password of their own (REDIS_URL's credentials are the master's).
+    redis_sentinel_password: SecretStr | None = None
     # Seconds Redis may stay unreachable (also at start-up) before the worker exits with status 1.
     redis_max_outage: Annotated[float, Field(gt=0)] = 300.0
     # Seconds the client and the CLI keep retrying an enqueue while Redis is unreachable.
@@ -121,9 +124,15 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = value.get_secret_value().partition("://")[0]
-        if scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError(f"REDIS_URL uses scheme {scheme!r}: use redis://, rediss:// or unix://")
+        url = value.get_secret_value()
+        scheme = url.partition("://")[0]
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # its ValueError says what shape is expected
+        elif scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"REDIS_URL uses scheme {scheme!r}: use redis://, rediss://, unix://, "
+                "or redis+sentinel:// (rediss+sentinel://) for Redis Sentinel"
+            )
         return value
 
     @field_validator("seal_keys")
@@ -203,12 +212,17 @@ class Settings(BaseSettings):
     @property
     def redis_url_masked(self) -> str:
         """The Redis URL with its password hidden."""
-        return mask_url(self.redis_url.get_secret_value())
+        url = self.redis_url.get_secret_value()
+        return mask_sentinel_url(url) if is_sentinel_url(url) else mask_url(url)
 
     @property
     def redis_settings(self) -> RedisSettings:
-        """ARQ connection settings for `redis_url`; `rediss://` verifies the server's certificate."""
-        redis = RedisSettings.from_dsn(self.redis_url.get_secret_value())
+        """ARQ connection settings for `redis_url`; TLS (`rediss`) verifies the server's certificate."""
+        password = self.redis_sentinel_password
+        redis = redis_settings_for(
+            self.redis_url.get_secret_value(),
+            sentinel_password=password.get_secret_value() if password is not None else None,
+        )
         if redis.ssl:
             redis.ssl_cert_reqs = "required"
             redis.ssl_check_hostname = self.redis_ssl_check_hostname
