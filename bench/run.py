@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from sqlalchemy import make_url
 
 from bench import hashing
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
+from tests.servers import pgbouncer
 from worker.client import ProvisioningClient, connect_redis
 from worker.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
@@ -61,6 +63,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "REDIS_URL": settings.redis_url.get_secret_value(),
         "QUEUE_NAME": settings.queue_name,
+        "DATABASE_POOLER": settings.database_pooler,
     }
 
 
@@ -274,6 +277,11 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
             ours, rss_burst = await arq_rate(
                 redis, settings, "worker.main.WorkerSettings", "provision_user", _users(jobs, "ours")
             )
+        async with bench_database("pgbouncer") as url, _through_pgbouncer(url) as pooled_url:
+            settings = _settings(pooled_url, "pgbouncer").model_copy(update={"database_pooler": "pgbouncer"})
+            pooled, _ = await arq_rate(
+                redis, settings, "worker.main.WorkerSettings", "provision_user", _users(jobs, "pgbouncer")
+            )
         async with bench_database("saq") as url:
             saq = await saq_rate(url, jobs)
         async with bench_database("raw") as url:
@@ -300,6 +308,12 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
             f"{ours / noop:.2f} of no-op; {ours / saq:.2f} of SAQ",
             "≥ 0.90 of no-op; ≥ 1.10 of SAQ",
         ),
+        Row(
+            "provision_user through PgBouncer (transaction mode, 20 server connections)",
+            pooled,
+            "jobs/s",
+            f"{pooled / ours:.2f} of direct",
+        ),
         Row("SAQ + one raw asyncpg insert per job", saq, "jobs/s", f"{saq / noop:.2f} of no-op"),
         Row("raw asyncpg single-row transactions", raw, "rows/s", f"{raw / noop:.2f} of no-op"),
         Row(
@@ -315,6 +329,13 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
         Row("peak worker RSS", max(rss_burst, rss_bulk, rss_latency), "MB", "", "≤ 150"),
     ]
     return rows
+
+
+@asynccontextmanager
+async def _through_pgbouncer(url: str) -> AsyncIterator[str]:
+    """`url` by way of a private PgBouncer in transaction mode (tests/servers.py starts it)."""
+    with tempfile.TemporaryDirectory() as logs, pgbouncer(Path(logs), pool_size=20) as port:
+        yield make_url(url).set(port=port).render_as_string(hide_password=False)
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -14,6 +14,7 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
     for row in (
         "bare ARQ no-op jobs",
         "provision_user, enqueue → committed row",
+        "provision_user through PgBouncer",
         "SAQ + one raw asyncpg insert per job",
         "raw asyncpg single-row transactions",
         "provision_users, 3 batches of 10",
