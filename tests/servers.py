@@ -247,3 +247,73 @@ def private_sentinel(directory: Path) -> Iterator[PrivateSentinel]:
         yield setup
     finally:
         setup.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, trust auth): one a
+    test may restart, leaving the shared cluster alone."""
+
+    def __init__(self) -> None:
+        # Debian keeps the server programs out of PATH, under /usr/lib/postgresql/<version>/bin.
+        versioned = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        self.bin = versioned[-1].parent if versioned else Path(require("initdb", "postgresql")).parent
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="postgres-"))
+        shutil.chown(self.directory, "postgres")
+        self.data = self.directory / "data"
+
+    @property
+    def admin_url(self) -> str:
+        """Its `postgres` database, for creating others."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120
+        )
+
+    def init(self) -> None:
+        """Create the cluster and start it."""
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.start()
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            action,
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.directory / "postgres.log"),
+            "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}",
+            *extra,
+        )
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        self._pg_ctl("start")
+        wait_for_port(self.port)
+
+    def restart(self) -> None:
+        """A fast restart: connections are cut, transactions in flight are rolled back."""
+        self._pg_ctl("restart", "-m", "fast")
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop it (immediate: nothing of it is kept) and remove its files."""
+        if (self.data / "postmaster.pid").exists():
+            self._pg_ctl("stop", "-m", "immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running `PrivatePostgres`, stopped and removed whatever happens."""
+    cluster = PrivatePostgres()
+    try:
+        cluster.init()
+        yield cluster
+    finally:
+        cluster.stop()

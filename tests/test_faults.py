@@ -1,5 +1,7 @@
 """Fault tests with real worker processes: SIGKILL, SIGTERM, PostgreSQL restarts, failing hooks.
 
+PostgreSQL is restarted on a private cluster (tests/servers.py), never the shared one.
+
 Each test prints its figures (run with `-s` to see them): jobs, kills, restarts, reruns, lost and
 duplicated counts.
 """
@@ -8,22 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import signal
-import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from pydantic import SecretStr
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from tests.conftest import new_id
+from tests.conftest import migrate, new_id
 from tests.ordering_model import Command, State, final_states
 from tests.processes import start_worker, stop, wait_until
+from tests.servers import PrivatePostgres, private_postgres
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
@@ -219,31 +221,6 @@ async def _in_progress(redis: ArqRedis, job: Job) -> bool:
     return await job.status() == JobStatus.in_progress
 
 
-def _restart_postgres() -> str:
-    """Restart the local cluster (fast shutdown); returns how it was done."""
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return f"pg_ctlcluster {version} main restart"
-
-
-def _ensure_postgres_running() -> None:
-    if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0:
-        return
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False, timeout=60
-    )
-    for _ in range(60):
-        if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0:
-            return
-        subprocess.run(["sleep", "0.5"], check=False)
-
-
 async def _terminate_backends(engine: AsyncEngine) -> str:
     async with engine.connect() as conn:
         killed = await conn.scalar(
@@ -255,12 +232,53 @@ async def _terminate_backends(engine: AsyncEngine) -> str:
     return f"pg_terminate_backend x{killed}"
 
 
-CAN_RESTART = shutil.which("pg_ctlcluster") is not None and Path("/etc/postgresql").is_dir()
+@pytest.fixture
+async def private_database() -> AsyncIterator[tuple[PrivatePostgres, str]]:
+    """A migrated database on a PostgreSQL cluster of this test's own, which it may restart."""
+    with private_postgres() as cluster:
+        admin = create_async_engine(cluster.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with admin.connect() as conn:
+                await conn.execute(text('CREATE DATABASE "faults"'))
+        finally:
+            await admin.dispose()
+        url = make_url(cluster.admin_url).set(database="faults").render_as_string(hide_password=False)
+        await migrate(url)
+        yield cluster, url
 
 
-@pytest.mark.parametrize("outage", ["restart", "terminate"])
-async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
-    settings: Settings, redis: ArqRedis, engine: AsyncEngine, tmp_path: Path, outage: str
+async def test_postgres_restarts_mid_burst_are_retried_and_the_worker_stays_up(
+    settings: Settings, redis: ArqRedis, private_database: tuple[PrivatePostgres, str], tmp_path: Path
+) -> None:
+    cluster, url = private_database
+    own = settings.model_copy(update={"database_url": SecretStr(url)})
+    engine = create_async_engine(url, pool_pre_ping=True)  # its connections are cut too
+    try:
+        await _survives_outages(own, redis, engine, tmp_path, "restart", lambda: _restart(cluster))
+    finally:
+        await engine.dispose()
+
+
+async def test_terminated_backends_mid_burst_are_retried_and_the_worker_stays_up(
+    settings: Settings, redis: ArqRedis, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await _survives_outages(
+        settings, redis, engine, tmp_path, "terminate", lambda: _terminate_backends(engine)
+    )
+
+
+async def _restart(cluster: PrivatePostgres) -> str:
+    await asyncio.to_thread(cluster.restart)
+    return "pg_ctl restart -m fast"
+
+
+async def _survives_outages(
+    settings: Settings,
+    redis: ArqRedis,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    outage: str,
+    cause: Callable[[], Awaitable[str]],
 ) -> None:
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
     job_ids, emails, commands = await enqueue_burst(client, distinct=1500, repeats=0)
@@ -271,13 +289,7 @@ async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
             await wait_until(
                 lambda t=threshold: _users_at_least(engine, t), within=60, what=f"{threshold} users"
             )
-            if outage == "restart" and CAN_RESTART:
-                try:
-                    done.append(await asyncio.to_thread(_restart_postgres))
-                finally:
-                    await asyncio.to_thread(_ensure_postgres_running)
-            else:
-                done.append(await _terminate_backends(engine))
+            done.append(await cause())
             assert worker.poll() is None, "the worker exited during the outage"
         await wait_until(lambda: all_done(redis, job_ids), within=120, what="every job's result")
         assert worker.poll() is None, "the worker exited"
@@ -287,7 +299,7 @@ async def test_postgres_outages_mid_burst_are_retried_and_the_worker_stays_up(
     tally = await Tally.of(redis, engine, job_ids, emails)
     print(f"\nPostgreSQL {outage}: outages {done}; {tally}")
     assert tally.succeeded == len(job_ids)
-    if outage == "restart" and CAN_RESTART:
+    if outage == "restart":
         assert tally.rerun > 0  # a restart always hits jobs in flight (terminating idle backends may not)
     assert tally.rows == tally.distinct_rows == len(emails)
     assert await user_states(engine) == final_states(commands)
