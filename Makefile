@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psql-free database creation: DATABASE_URL (or the default) names the database to create.
 DB_TOOL := $(BIN)/python -m worker.db.create
 
-.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test lint format lock clean bench
+.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test test-arq-compat lint format lock clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ db-check: install  ## fail if the models and the migrations disagree
 test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database)
 	$(BIN)/pytest
 
+test-arq-compat: install  ## ARQ's own test suite (pinned version) against our worker, on a private redis-server
+	$(BIN)/python -m tests.arq_compat
+
 bench: install  ## benchmarks (own databases and Redis keys); table to stdout and bench/results.md
 	$(BIN)/python -m bench.run --write $(BENCH_ARGS)
 
@@ -69,4 +72,4 @@ lock:  ## re-pin requirements*.lock from pyproject.toml in throw-away venvs
 	rm -rf .lock-venv build *.egg-info
 
 clean:  ## remove the venv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .arq-compat .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""ARQ's own test suite, run against our worker: `make test-arq-compat` (see __main__)."""
