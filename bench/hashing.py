@@ -73,10 +73,12 @@ async def cheap_job_latencies(
     try:
         client = ProvisioningClient(redis, queue_name=settings.queue_name, seal_key=key)
         await asyncio.sleep(0.5)
-        for i in range(hashing_jobs):
+        hashing = [
             await client.provision_user(
                 email=f"hash{i}@example.com", role="member", password=f"pw-{i}", job_id=f"bench-{RUN}-h{i}"
             )
+            for i in range(hashing_jobs)
+        ]
         cheap = []
         for i in range(cheap_jobs):
             cheap.append(
@@ -91,6 +93,8 @@ async def cheap_job_latencies(
             info = await job.result_info()
             assert info is not None
             latencies.append((info.finish_time - info.enqueue_time).total_seconds())
+        for job in hashing:  # closing the worker would cancel the ones still hashing
+            await job.result(timeout=120, poll_delay=0.05)
         return latencies
     finally:
         runner.cancel()

@@ -26,8 +26,7 @@ from arq.connections import ArqRedis, RedisSettings, log_redis_info
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.utils import poll, timestamp_ms
 from arq.worker import Worker
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.commands.core import AsyncScript
 
 from worker import metrics
 from worker.redis_connection import open_redis
@@ -39,6 +38,29 @@ DEFAULT_MAX_OUTAGE = 300.0
 RECONNECT_CAP = 2.0
 """Seconds between reconnection attempts at most: polling resumes at most this long after Redis is back."""
 _jitter = random.Random()  # noqa: S311 - spreading reconnects out, not cryptography
+
+
+# KEYS[1]: the queue. ARGV: now (ms), in-progress lifetime (ms), most jobs to claim, the in-progress
+# key prefix, then the job ids in queue order. Returns the claimed ids and their scores, alternately.
+CLAIM_SCRIPT = """
+local claimed = {}
+local room = tonumber(ARGV[3])
+for i = 5, #ARGV do
+    if room <= 0 then break end
+    local job_id = ARGV[i]
+    local in_progress = ARGV[4] .. job_id
+    if redis.call('EXISTS', in_progress) == 0 then
+        local score = redis.call('ZSCORE', KEYS[1], job_id)
+        if score and tonumber(score) <= tonumber(ARGV[1]) then
+            redis.call('PSETEX', in_progress, ARGV[2], '1')
+            claimed[#claimed + 1] = job_id
+            claimed[#claimed + 1] = score
+            room = room - 1
+        end
+    end
+end
+return claimed
+"""
 
 
 class RedisOutageTooLong(SystemExit):
@@ -176,46 +198,41 @@ class ProvisioningWorker(Worker):
         return True
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """ARQ's claim of each job (WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC), giving its slot back
-        when Redis goes away in the middle (ARQ's own would keep the slot for good)."""
-        for job_id_b in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
+        """Claim up to the free slots' worth of `job_ids` in one atomic script, then start them.
+
+        ARQ claims each job with four sequential round trips (WATCH, EXISTS, ZSCORE, MULTI/PSETEX/
+        EXEC); the script makes ARQ's checks for every id at once: not in progress, still queued,
+        not deferred to the future.
+        """
+        free = self.max_jobs - self.job_counter
+        if free <= 0 or not job_ids:
+            return
+        claimed = await self._claim_script(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                int(self.in_progress_timeout_s * 1000),
+                free,
+                in_progress_key_prefix,
+                *job_ids,
+            ],
+        )
+        for position in range(0, len(claimed), 2):
+            job_id, score = claimed[position].decode(), int(claimed[position + 1])
+            await self.sem.acquire()  # never waits: at most `free` jobs were claimed
             self.job_counter += 1
-            job_id = job_id_b.decode()
-            try:
-                score = await self._claim(job_id)
-            except BaseException:
-                self._release_sem_dec_counter_on_complete()
-                raise
-            if score is None:
-                self._release_sem_dec_counter_on_complete()
-                continue
             task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 
-    async def _claim(self, job_id: str) -> int | None:
-        """Mark the job in progress if it is still queued, due and not running: its score, or None."""
-        in_progress_key = in_progress_key_prefix + job_id
-        async with self.pool.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(in_progress_key)
-                ongoing = await pipe.exists(in_progress_key)
-                score = await pipe.zscore(self.queue_name, job_id)
-            except WatchError as error:  # redis-py's way of saying the connection broke while watching
-                raise RedisConnectionError(str(error)) from error
-            if ongoing or not score or score > timestamp_ms():
-                return None  # running elsewhere, finished, or deferred by another worker meanwhile
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b"1")
-            try:
-                await pipe.execute()
-            except (ResponseError, WatchError):
-                return None  # another worker claimed it since
-        return int(score)
+    @property
+    def _claim_script(self) -> AsyncScript:
+        """CLAIM_SCRIPT, registered once per connection pool (EVALSHA, loaded again when missing)."""
+        script = getattr(self, "_claim_script_for", None)
+        if script is None or script[0] is not self.pool:
+            script = (self.pool, self.pool.register_script(CLAIM_SCRIPT))
+            self._claim_script_for = script
+        return script[1]
 
     async def finish_job(
         self,
