@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,46 +56,75 @@ async def server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
         yield started
 
 
+@dataclass
+class Burst:
+    """A 2,000-job burst run across an outage: what came of it."""
+
+    jobs: int
+    users: int
+    pid: int
+    resumed: list[str]
+    done_after: float
+
+
+async def _burst_across(
+    settings: Settings,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    outage: Callable[[subprocess.Popen[bytes]], Awaitable[None]],
+    *,
+    after_enqueue: Callable[[ArqRedis], Awaitable[None]] | None = None,
+) -> Burst:
+    """Queue 2,000 provision_user jobs, start a worker, cause `outage` once 300 users exist, and wait
+    for every job's result; the worker must stay up throughout and stop cleanly."""
+    redis = await _client_redis(settings)
+    try:
+        client = ProvisioningClient(redis, queue_name=settings.queue_name)
+        job_ids = [
+            (await client.provision_user(email=f"b{n}@example.com", role="member", job_id=new_id())).job_id
+            for n in range(2000)
+        ]
+        if after_enqueue is not None:
+            await after_enqueue(redis)
+        log = tmp_path / "worker.log"
+        worker = start_worker(settings, log, **FAST)
+        try:
+            await wait_until(lambda: _at_least(engine, 300), within=60, what="300 users")
+            started = time.monotonic()
+            await outage(worker)
+            assert worker.poll() is None, "the worker exited during the outage"
+            await wait_until(lambda: _at_least(engine, len(job_ids)), within=120, what="every user")
+            await wait_until(lambda: _all(redis, job_ids), within=120, what="every job's result")
+            done_after = time.monotonic() - started
+            assert worker.poll() is None, "the worker exited"
+        finally:
+            assert stop(worker) == 0
+        infos = [await client.job(job_id).result_info() for job_id in job_ids]
+        assert all(info is not None and info.success for info in infos)
+        resumed = re.findall(r"is back after ([0-9.]+)s", log.read_text())
+        return Burst(len(job_ids), await _provisioned(engine), worker.pid, resumed, done_after)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
 async def test_a_redis_restart_mid_burst_loses_nothing_and_the_worker_stays_up(
     settings: Settings, server: PrivateRedis, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    private = on(settings, server)
-    redis = await _client_redis(private)
-    try:
-        client = ProvisioningClient(redis, queue_name=private.queue_name)
-        job_ids = [
-            (await client.provision_user(email=f"r{n}@example.com", role="member", job_id=new_id())).job_id
-            for n in range(2000)
-        ]
-        log = tmp_path / "worker.log"
-        worker = start_worker(private, log, **FAST)
-        try:
-            await wait_until(lambda: _at_least(engine, 300), within=60, what="300 users")
-            down_at = time.monotonic()
-            server.stop()
-            await asyncio.sleep(2.0)
-            assert worker.poll() is None, "the worker exited when Redis went away"
-            server.start()
-            await wait_until(
-                lambda: _all(redis, job_ids), within=120, what="every job's result after the restart"
-            )
-            finished_after = time.monotonic() - down_at
-            assert worker.poll() is None, "the worker exited"
-            pid = worker.pid
-        finally:
-            assert stop(worker) == 0
-        resumed = re.findall(r"is back after ([0-9.]+)s", log.read_text())
-        print(
-            f"\nRedis restart: {len(job_ids)} jobs, {await _provisioned(engine)} users, worker pid {pid} "
-            f"throughout, resumed {resumed} s after the outage began, burst done {finished_after:.1f}s "
-            "after the stop"
-        )
-        assert await _provisioned(engine) == len(job_ids)
-        assert resumed, "the worker never logged that Redis was back"
-        infos = [await client.job(job_id).result_info() for job_id in job_ids]
-        assert all(info is not None and info.success for info in infos)
-    finally:
-        await redis.aclose(close_connection_pool=True)
+    async def restart(worker: subprocess.Popen[bytes]) -> None:
+        server.stop()
+        await asyncio.sleep(2.0)
+        assert worker.poll() is None, "the worker exited when Redis went away"
+        server.start()
+
+    burst = await _burst_across(on(settings, server), engine, tmp_path, restart)
+
+    print(
+        f"\nRedis restart (2 s down): {burst.jobs} jobs, {burst.users} users, worker pid {burst.pid} "
+        f"throughout, polling again {burst.resumed} s after the outage began, burst done "
+        f"{burst.done_after:.1f}s after the stop"
+    )
+    assert burst.users == burst.jobs
+    assert burst.resumed, "the worker never logged that Redis was back"
 
 
 async def _at_least(engine: AsyncEngine, count: int) -> bool:
@@ -183,45 +214,34 @@ async def test_a_sentinel_failover_mid_burst_loses_nothing_and_the_worker_follow
     settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     with private_sentinel(tmp_path / "sentinel") as sentinel:
-        private = settings.model_copy(update={"redis_url": SecretStr(sentinel.url)})
-        redis = await _client_redis(private)
-        try:
-            client = ProvisioningClient(redis, queue_name=private.queue_name)
-            job_ids = [
-                (await client.provision_user(email=f"s{n}@example.com", role="admin", job_id=new_id())).job_id
-                for n in range(2000)
-            ]
+        old_master = sentinel.master_port()
+        promoted: list[float] = []
+
+        async def replicated(redis: ArqRedis) -> None:
             # Replication is asynchronous: make sure the queue reached the replica before the crash.
             assert await redis.execute_command("WAIT", 1, 5000) == 1
-            old_master = sentinel.master_port()
-            log = tmp_path / "worker.log"
-            worker = start_worker(private, log, **FAST)
-            try:
-                await wait_until(lambda: _at_least(engine, 300), within=60, what="300 users")
-                killed_at = time.monotonic()
-                sentinel.kill_master()
-                await wait_until(
-                    lambda: _new_master(sentinel, old_master),
-                    within=30,
-                    what="the sentinel to promote the replica",
-                )
-                promoted_after = time.monotonic() - killed_at
-                await wait_until(lambda: _at_least(engine, len(job_ids)), within=120, what="every user")
-                await wait_until(lambda: _all(redis, job_ids), within=60, what="every job's result")
-                assert worker.poll() is None, "the worker exited"
-                pid = worker.pid
-            finally:
-                assert stop(worker) == 0
-            resumed = re.findall(r"is back after ([0-9.]+)s", log.read_text())
-            print(
-                f"\nSentinel failover: {len(job_ids)} jobs, {await _provisioned(engine)} users, master on "
-                f"{old_master} SIGKILLed, replica promoted after {promoted_after:.1f}s, worker pid {pid} "
-                f"throughout, resumed {resumed} s after losing the master"
+
+        async def fail_over(worker: subprocess.Popen[bytes]) -> None:
+            killed_at = time.monotonic()
+            sentinel.kill_master()
+            await wait_until(
+                lambda: _new_master(sentinel, old_master),
+                within=30,
+                what="the sentinel to promote the replica",
             )
-            assert await _provisioned(engine) == len(job_ids)
-            assert sentinel.master_port() == sentinel.replica.port
-        finally:
-            await redis.aclose(close_connection_pool=True)
+            promoted.append(time.monotonic() - killed_at)
+
+        private = settings.model_copy(update={"redis_url": SecretStr(sentinel.url)})
+        burst = await _burst_across(private, engine, tmp_path, fail_over, after_enqueue=replicated)
+
+        print(
+            f"\nSentinel failover: {burst.jobs} jobs, {burst.users} users, master on {old_master} "
+            f"SIGKILLed, replica promoted after {promoted[0]:.1f}s, worker pid {burst.pid} throughout, "
+            f"polling again {burst.resumed} s after losing the master, burst done {burst.done_after:.1f}s "
+            "after the kill"
+        )
+        assert burst.users == burst.jobs
+        assert sentinel.master_port() == sentinel.replica.port
 
 
 async def _new_master(sentinel: PrivateSentinel, old: int) -> bool:
