@@ -76,7 +76,9 @@ async def test_an_expired_intent_is_listed_inspected_and_retried(
         # The expired intent no longer applies: the user is created with the provision's own role.
         created = await client.provision_user(email="later@example.com", role="viewer", job_id=new_id())
         assert (await created.result(timeout=30))["role"] == "viewer"
-        kept = json.loads((await _cli(settings, "retry", early.job_id, "--json")).stdout)
+        kept = json.loads(
+            (await _cli(settings, "retry", early.job_id, "--new-job-id", new_id(), "--json")).stdout
+        )
         assert kept["retried"] == early.job_id
         # Retried at its own place: older than the provision, which keeps its role.
         assert (await client.job(kept["job_id"]).result(timeout=30))["status"] == "superseded"

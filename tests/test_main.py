@@ -19,7 +19,8 @@ from tests.processes import run_module, worker_env
 from tests.tcp_proxy import TcpProxy
 from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
-from worker.main import StartupError, WorkerSettings, shutdown, startup
+from worker.main import StartupError, WorkerSettings, shutdown, startup, worker_settings
+from worker.settings import Settings
 from worker.wiring import _warm_pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,3 +158,12 @@ async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest
     finally:
         await engine.dispose()
     assert "opened 1 of 3 database connections at startup (TimeoutError)" in caplog.text
+
+
+def test_housekeeping_cron_jobs_are_named_after_the_queue(settings: Settings) -> None:
+    """ARQ's cron job ids are the name and the time: two queues on one Redis must not share runs."""
+    cron_jobs = worker_settings(settings)["cron_jobs"]
+    assert [(job.name, job.coroutine.__name__) for job in cron_jobs] == [
+        (f"{settings.queue_name}:expire_intents", "expire_intents"),
+        (f"{settings.queue_name}:purge_expired", "purge_expired"),
+    ]

@@ -21,11 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
+from functools import partial
 
 from arq.connections import ArqRedis, RedisSettings, log_redis_info
-from arq.constants import in_progress_key_prefix, result_key_prefix
-from arq.utils import poll, timestamp_ms
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.utils import poll, timestamp_ms, to_ms
 from arq.worker import Worker
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from worker import metrics
@@ -67,6 +76,86 @@ class RedisOutageTooLong(SystemExit):
     """Redis stayed unreachable for longer than REDIS_MAX_OUTAGE: exit 1 for a supervisor."""
 
 
+def _finish_commands(
+    tr: Pipeline,
+    *,
+    job_id: str,
+    queue_name: str,
+    finish: bool,
+    result_data: bytes | None,
+    result_timeout_s: float | None,
+    keep_result_forever: bool,
+    incr_score: int | None,
+    keep_in_progress: float | None,
+) -> int:
+    """Queue ARQ's finish of one job on `tr` (`Worker.finish_job`'s commands); how many it queued."""
+    before = len(tr.command_stack)
+    delete_keys = []
+    in_progress_key = in_progress_key_prefix + job_id
+    if keep_in_progress is None:
+        delete_keys.append(in_progress_key)
+    else:
+        tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+    if finish:
+        if result_data:
+            expire = None if keep_result_forever else result_timeout_s
+            tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+        delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+        tr.zrem(abort_jobs_ss, job_id)
+        tr.zrem(queue_name, job_id)
+    elif incr_score:
+        tr.zincrby(queue_name, incr_score, job_id)
+    if delete_keys:
+        tr.delete(*delete_keys)
+    return len(tr.command_stack) - before
+
+
+class FinishBatches:
+    """Writes job finishes in batches: every finish queued during one turn of the event loop goes
+    to Redis in one MULTI/EXEC, so that a result waits at most for the next turn, not for its own
+    round trip. Each job's commands stay together, and each job gets its own commands' errors."""
+
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+        self._pending: list[tuple[Callable[[Pipeline], int], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, commands: Callable[[Pipeline], int]) -> None:
+        """Queue a job's commands; returns once they are written (or raises what writing them raised)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((commands, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="finish-batches")
+        await future
+
+    async def _write_all(self) -> None:
+        await asyncio.sleep(0)  # let the jobs finishing in this turn of the loop join the batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.pool.pipeline(transaction=True) as tr:
+                    counts = [add(tr) for add, _ in batch]
+                    results = await tr.execute(raise_on_error=False)
+            except BaseException as error:  # the connection: every job of the batch shares its fate
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            offset = 0
+            for (_, future), count in zip(batch, counts, strict=True):
+                own = results[offset : offset + count]
+                offset += count
+                failure = next((r for r in own if isinstance(r, Exception)), None)
+                if future.done():
+                    continue
+                if failure is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(failure)
+
+
 class ProvisioningWorker(Worker):
     """ARQ's worker, with a poll loop that survives Redis outages (see the module's docstring).
 
@@ -84,6 +173,14 @@ class ProvisioningWorker(Worker):
     @property
     def _redis_url(self) -> str:
         return str(getattr(self.ctx.get("settings"), "redis_url_masked", "Redis"))
+
+    def _finishes(self) -> FinishBatches:
+        """The batcher of job finishes, on the current pool."""
+        batches = getattr(self, "_finish_batches", None)
+        if batches is None or batches.pool is not self.pool:
+            batches = FinishBatches(self.pool)
+            self._finish_batches = batches
+        return batches
 
     def _waiting_results(self) -> dict[str, tuple[bytes | None, float | None, bool]]:
         """Results of finished jobs that wait for Redis to come back, by job id."""
@@ -244,16 +341,21 @@ class ProvisioningWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's finish; a finished job's result that Redis could not take waits for its return."""
+        """ARQ's finish, written with the other jobs finishing at the same moment in one transaction;
+        a finished job's result that Redis could not take waits for its return."""
         try:
-            await super().finish_job(
-                job_id,
-                finish,
-                result_data,
-                result_timeout_s,
-                keep_result_forever,
-                incr_score,
-                keep_in_progress,
+            await self._finishes().write(
+                partial(
+                    _finish_commands,
+                    job_id=job_id,
+                    queue_name=self.queue_name,
+                    finish=finish,
+                    result_data=result_data,
+                    result_timeout_s=result_timeout_s,
+                    keep_result_forever=keep_result_forever,
+                    incr_score=incr_score,
+                    keep_in_progress=keep_in_progress,
+                )
             )
         except Exception as error:
             if not is_redis_unreachable(error):
@@ -275,7 +377,19 @@ class ProvisioningWorker(Worker):
             if await self.pool.exists(result_key_prefix + job_id):
                 waiting.pop(job_id)  # run again and finished elsewhere: that result stands
                 continue
-            await super().finish_job(job_id, True, result_data, timeout_s, forever, None, None)
+            await self._finishes().write(
+                partial(
+                    _finish_commands,
+                    job_id=job_id,
+                    queue_name=self.queue_name,
+                    finish=True,
+                    result_data=result_data,
+                    result_timeout_s=timeout_s,
+                    keep_result_forever=forever,
+                    incr_score=None,
+                    keep_in_progress=None,
+                )
+            )
             waiting.pop(job_id)
 
     async def close(self) -> None:

@@ -149,11 +149,14 @@ def worker_settings(
     hooks = {"on_job_start": on_job_start, "on_job_end": on_job_end, "after_job_end": after_job_end}
     return {
         "functions": list(TASKS),
-        # Housekeeping: one worker runs each scheduled run (ARQ's unique cron job ids). By import
-        # path: ARQ's cron() types its function's ctx as a plain dict.
+        # Housekeeping: one worker per queue runs each scheduled run (ARQ's cron job ids are the
+        # name and the time, so the name carries the queue: two queues on one Redis do not share
+        # runs). By import path: ARQ's cron() types its function's ctx as a plain dict.
         "cron_jobs": [
-            cron("worker.tasks.expire_intents", name="expire_intents"),  # every minute
-            cron("worker.tasks.purge_expired", name="purge_expired", minute=17),  # hourly
+            cron("worker.tasks.expire_intents", name=f"{settings.queue_name}:expire_intents"),  # each minute
+            cron(
+                "worker.tasks.purge_expired", name=f"{settings.queue_name}:purge_expired", minute=17
+            ),  # hourly
         ],
         "queue_name": settings.queue_name,
         "redis_settings": settings.redis_settings,
