@@ -336,8 +336,8 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
             "≥ 0.75",
         ),
         Row(f"raw INSERT … unnest … ON CONFLICT, {batch} rows a transaction", raw_bulk, "rows/s", "1.00"),
-        Row("latency p50 at 100 jobs/s offered", p50, "ms", "", "≤ 10"),
-        Row("latency p99 at 100 jobs/s offered", p99, "ms", "", "≤ 25"),
+        Row("latency p50 at 100 jobs/s offered", p50, "ms", "", "≤ 5"),
+        Row("latency p99 at 100 jobs/s offered", p99, "ms", "", "≤ 10"),
         Row("peak worker RSS", max(rss_burst, rss_bulk, rss_latency), "MB", "", "≤ 150"),
     ]
     return rows
