@@ -160,9 +160,17 @@ class PrivateSentinel:
 
     SERVICE = "mymaster"
 
-    def __init__(self, directory: Path) -> None:
-        self.master = PrivateRedis(directory / "master")
-        self.replica = PrivateRedis(directory / "replica", "--replicaof", "127.0.0.1", str(self.master.port))
+    def __init__(
+        self, directory: Path, *, password: str | None = None, sentinel_password: str | None = None
+    ) -> None:
+        """`password` protects the master and the replica, `sentinel_password` the sentinel."""
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.master = PrivateRedis(directory / "master", *auth)
+        self.replica = PrivateRedis(
+            directory / "replica", "--replicaof", "127.0.0.1", str(self.master.port), *auth
+        )
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
@@ -170,19 +178,28 @@ class PrivateSentinel:
     @property
     def url(self) -> str:
         """The Sentinel URL a worker and a client take as REDIS_URL."""
-        return f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{credentials}127.0.0.1:{self.port}/{self.SERVICE}"
 
     def start(self) -> None:
         """Start the master, the replica (in sync) and the sentinel (watching the master)."""
         self.master.start()
         self.replica.start()
-        wait_for(lambda: "master_link_status:up" in self._info(self.replica.port), what="the replica's sync")
+        wait_for(
+            lambda: (
+                "master_link_status:up"
+                in _redis_cli(self.replica.port, "INFO", "replication", password=self.password)
+            ),
+            what="the replica's sync",
+        )
         config = self.directory / "sentinel.conf"
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 1\n"
             f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
             f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            + (f"sentinel auth-pass {self.SERVICE} {self.password}\n" if self.password else "")
+            + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
         )
         log = (self.directory / "sentinel.log").open("ab")
         try:
@@ -195,7 +212,9 @@ class PrivateSentinel:
 
     def master_port(self) -> int:
         """The port of the master the sentinel currently names."""
-        reply = _redis_cli(self.port, "SENTINEL", "get-master-addr-by-name", self.SERVICE).split()
+        reply = _redis_cli(
+            self.port, "SENTINEL", "get-master-addr-by-name", self.SERVICE, password=self.sentinel_password
+        ).split()
         return int(reply[1])
 
     def kill_master(self) -> None:
@@ -213,14 +232,11 @@ class PrivateSentinel:
         self.replica.stop()
         self.master.stop()
 
-    @staticmethod
-    def _info(port: int) -> str:
-        return _redis_cli(port, "INFO", "replication")
 
-
-def _redis_cli(port: int, *command: str) -> str:
+def _redis_cli(port: int, *command: str, password: str | None = None) -> str:
+    auth = ("-a", password, "--no-auth-warning") if password else ()
     done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *auth, *command],
         capture_output=True,
         text=True,
         timeout=10,
@@ -239,9 +255,9 @@ def wait_for(condition: Callable[[], bool], *, what: str, within: float = 30.0) 
 
 
 @contextmanager
-def private_sentinel(directory: Path) -> Iterator[PrivateSentinel]:
+def private_sentinel(directory: Path, **passwords: str) -> Iterator[PrivateSentinel]:
     """A started `PrivateSentinel`, stopped whatever happens."""
-    setup = PrivateSentinel(directory)
+    setup = PrivateSentinel(directory, **passwords)
     try:
         setup.start()
         yield setup

@@ -246,3 +246,37 @@ async def test_a_sentinel_failover_mid_burst_loses_nothing_and_the_worker_follow
 
 async def _new_master(sentinel: PrivateSentinel, old: int) -> bool:
     return await asyncio.to_thread(sentinel.master_port) != old
+
+
+async def test_a_password_protected_master_behind_a_password_protected_sentinel(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """REDIS_URL's credentials go to the master, REDIS_SENTINEL_PASSWORD to the sentinels."""
+    with private_sentinel(
+        tmp_path / "sentinel", password="master-secret", sentinel_password="sentinel-secret"
+    ) as sentinel:
+        private = settings.model_copy(
+            update={
+                "redis_url": SecretStr(sentinel.url),
+                "redis_sentinel_password": SecretStr("sentinel-secret"),
+            }
+        )
+        assert "master-secret" not in private.redis_url_masked
+        redis = await _client_redis(private)
+        try:
+            job = await ProvisioningClient(redis, queue_name=private.queue_name).provision_user(
+                email="guarded@example.com", role="viewer", job_id=new_id()
+            )
+            log = tmp_path / "worker.log"
+            worker = start_worker(private, log, **FAST, redis_sentinel_password="sentinel-secret")
+            try:
+                assert (await job.result(timeout=60))["status"] == "created"
+            finally:
+                assert stop(worker) == 0
+            assert "master-secret" not in log.read_text()
+            assert "sentinel-secret" not in log.read_text()
+        finally:
+            await redis.aclose(close_connection_pool=True)
+        without = settings.model_copy(update={"redis_url": SecretStr(sentinel.url)})
+        with pytest.raises(Exception, match=r"(?i)auth"):
+            await _client_redis(without)  # the sentinel refuses a client without its password
