@@ -15,12 +15,16 @@ import pytest
 import redis as sync_redis
 from alembic import command
 from arq.connections import ArqRedis
+from fakeredis import FakeServer
+from fakeredis.aioredis import FakeAsyncRedisConnection
+from redis.asyncio import ConnectionPool
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from worker.client import connect_redis
 from worker.db.migrations import alembic_config
 from worker.db.session import SessionFactory, create_engine, create_session_factory
+from worker.serialization import deserialize, serialize
 from worker.settings import Settings
 
 # Where tests may create databases, and which Redis db index they use (not the developer's 0).
@@ -153,6 +157,26 @@ async def committing_sessions(engine: AsyncEngine) -> AsyncIterator[SessionFacto
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("TRUNCATE users, user_changes RESTART IDENTITY"))
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[ArqRedis]:
+    """An ARQ pool on a fakeredis server of its own, speaking the worker's JSON (unit tests)."""
+    pool = ConnectionPool(connection_class=FakeAsyncRedisConnection, server=FakeServer())
+    redis = ArqRedis(connection_pool=pool)
+    redis.job_serializer, redis.job_deserializer, redis.default_queue_name = (
+        serialize,
+        deserialize,
+        FAKE_QUEUE,
+    )
+    try:
+        yield redis
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+FAKE_QUEUE = "unit:queue"
+"""The queue `fake_redis` defaults to."""
 
 
 @pytest.fixture

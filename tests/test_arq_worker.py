@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from functools import partial
 
 import pytest
 from arq.connections import ArqRedis
-from fakeredis import FakeServer
-from fakeredis.aioredis import FakeAsyncRedisConnection
-from redis.asyncio import ConnectionPool
 from redis.exceptions import ResponseError
 
-from tests.conftest import new_id
+from tests.conftest import FAKE_QUEUE, new_id
 from worker.arq_worker import CLAIM_SCRIPT, FinishBatches, _finish_commands
 from worker.settings import Settings
 
-QUEUE = "unit:queue"
-
-
-@pytest.fixture
-async def fake_redis() -> AsyncIterator[ArqRedis]:
-    redis = ArqRedis(
-        connection_pool=ConnectionPool(connection_class=FakeAsyncRedisConnection, server=FakeServer())
-    )
-    try:
-        yield redis
-    finally:
-        await redis.aclose(close_connection_pool=True)
+QUEUE = FAKE_QUEUE
 
 
 def finished(job_id: str, result: bytes, queue: str = QUEUE) -> partial[int]:

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
-from fakeredis import FakeServer
-from fakeredis.aioredis import FakeAsyncRedisConnection
-from redis.asyncio import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.conftest import FAKE_QUEUE
 from worker.client import DuplicateJob, ProvisioningClient
 from worker.errors import InvalidPayload
 from worker.security import hash_password
-from worker.serialization import deserialize, serialize
 from worker.stamps import MICROS, now_micros
 
-QUEUE = "unit:queue"
-
-
-@pytest.fixture
-async def fake_redis() -> AsyncIterator[ArqRedis]:
-    pool = ConnectionPool(connection_class=FakeAsyncRedisConnection, server=FakeServer())
-    redis = ArqRedis(connection_pool=pool)
-    redis.job_serializer, redis.job_deserializer, redis.default_queue_name = serialize, deserialize, QUEUE
-    try:
-        yield redis
-    finally:
-        await redis.aclose(close_connection_pool=True)
+QUEUE = FAKE_QUEUE
 
 
 async def test_enqueue_writes_the_documented_json_job(fake_redis: ArqRedis) -> None:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from arq.connections import ArqRedis
-from fakeredis import FakeServer
-from fakeredis.aioredis import FakeAsyncRedisConnection
-from redis.asyncio import ConnectionPool
 
+from tests.conftest import FAKE_QUEUE
 from worker.failures import (
     ARGUMENTS_LIMIT,
     MESSAGE_LIMIT,
@@ -19,18 +14,7 @@ from worker.failures import (
     record_failure,
 )
 
-QUEUE = "unit:queue"
-
-
-@pytest.fixture
-async def fake_redis() -> AsyncIterator[ArqRedis]:
-    redis = ArqRedis(
-        connection_pool=ConnectionPool(connection_class=FakeAsyncRedisConnection, server=FakeServer())
-    )
-    try:
-        yield redis
-    finally:
-        await redis.aclose(close_connection_pool=True)
+QUEUE = FAKE_QUEUE
 
 
 async def _fail(redis: ArqRedis, job_id: str, function: str, email: str, *, security: bool = False) -> None:

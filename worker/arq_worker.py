@@ -344,18 +344,14 @@ class ProvisioningWorker(Worker):
         """ARQ's finish, written with the other jobs finishing at the same moment in one transaction;
         a finished job's result that Redis could not take waits for its return."""
         try:
-            await self._finishes().write(
-                partial(
-                    _finish_commands,
-                    job_id=job_id,
-                    queue_name=self.queue_name,
-                    finish=finish,
-                    result_data=result_data,
-                    result_timeout_s=result_timeout_s,
-                    keep_result_forever=keep_result_forever,
-                    incr_score=incr_score,
-                    keep_in_progress=keep_in_progress,
-                )
+            await self._write_finish(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
             )
         except Exception as error:
             if not is_redis_unreachable(error):
@@ -377,20 +373,33 @@ class ProvisioningWorker(Worker):
             if await self.pool.exists(result_key_prefix + job_id):
                 waiting.pop(job_id)  # run again and finished elsewhere: that result stands
                 continue
-            await self._finishes().write(
-                partial(
-                    _finish_commands,
-                    job_id=job_id,
-                    queue_name=self.queue_name,
-                    finish=True,
-                    result_data=result_data,
-                    result_timeout_s=timeout_s,
-                    keep_result_forever=forever,
-                    incr_score=None,
-                    keep_in_progress=None,
-                )
-            )
+            await self._write_finish(job_id, True, result_data, timeout_s, forever, None, None)
             waiting.pop(job_id)
+
+    async def _write_finish(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """Write one job's finish (ARQ's commands) with the current batch; raises what writing raised."""
+        await self._finishes().write(
+            partial(
+                _finish_commands,
+                job_id=job_id,
+                queue_name=self.queue_name,
+                finish=finish,
+                result_data=result_data,
+                result_timeout_s=result_timeout_s,
+                keep_result_forever=keep_result_forever,
+                incr_score=incr_score,
+                keep_in_progress=keep_in_progress,
+            )
+        )
 
     async def close(self) -> None:
         """ARQ's close, writing waiting results first; Redis being down does not skip on_shutdown."""

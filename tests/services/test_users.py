@@ -285,9 +285,6 @@ async def test_a_command_that_races_another_insert_is_applied_to_its_row(
     committing_sessions: SessionFactory,
 ) -> None:
     first = committing_sessions()
-    await users.apply_commands(
-        UnitOfWork(first), [as_user_command(c("provision_user", "new@example.com", 1, "viewer"))]
-    ) if False else None
     # Hold an uncommitted insert of the email, so that the second transaction's insert has to wait.
     await first.execute(
         text("INSERT INTO users (email, role, role_as_of) VALUES ('new@example.com', 'viewer', :t)"),
