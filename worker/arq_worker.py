@@ -215,7 +215,8 @@ class ProvisioningWorker(Worker):
                 await self._ride_out(error)
 
     async def _connect(self) -> ArqRedis:
-        """ARQ's pool, retried with backoff for up to REDIS_MAX_OUTAGE (ARQ itself tries 5 times)."""
+        """ARQ's pool (or Sentinel's), retried with backoff for up to REDIS_MAX_OUTAGE; stock ARQ gives
+        up after its 5 tries."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = 0.25
@@ -227,8 +228,8 @@ class ProvisioningWorker(Worker):
                     job_serializer=self.job_serializer,
                     default_queue_name=self.queue_name,
                     expires_extra_ms=self.expires_extra_ms,
-                    retry=self.redis_settings.conn_retries if self.redis_settings else 0,  # no retries
-                    # inside ARQ: this loop retries
+                    # Start ARQ's own count at its end: this loop does the retrying.
+                    retry=self.redis_settings.conn_retries if self.redis_settings else 0,
                 )
             except REDIS_UNREACHABLE as error:
                 waited = loop.time() - started
