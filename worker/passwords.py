@@ -49,17 +49,6 @@ class DesiredPassword(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class GivenHash:
-    """A hash the enqueuer made: store exactly it."""
-
-    password_hash: str
-
-    async def replacement_for(self, stored_hash: str | None) -> str | None:
-        """This hash unless it is the stored one."""
-        return None if stored_hash == self.password_hash else self.password_hash
-
-
-@dataclass(frozen=True, slots=True)
 class UnsealedPassword:
     """A password the worker unsealed: keep a stored hash that matches it, else hash it."""
 

@@ -18,7 +18,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from worker.db.models import Role
 from worker.emails import Email
 from worker.errors import InvalidPayload
 from worker.security import (
@@ -84,11 +83,6 @@ class UserWithRole(UserRef):
     """Arguments naming one user and the role it must have."""
 
     role: RoleName
-
-    @property
-    def role_enum(self) -> Role:
-        """The role as the model's enum."""
-        return Role(self.role)
 
 
 class ProvisionUser(UserWithRole):

@@ -199,15 +199,20 @@ def job_stamp(ctx: JobContext, function: str, as_of: int | None) -> Stamp:
     """The job's stamp: its `as_of`, else its enqueue time; refused outside the accepted window."""
     if as_of is None:
         as_of = enqueue_micros(ctx)
+    _check_window(ctx, as_of, function, now=now_micros())
+    return Stamp(as_of, str(ctx["job_id"]))
+
+
+def _check_window(ctx: JobContext, as_of: int, function: str, *, now: int) -> None:
+    """`StampRefused` unless `as_of` lies within MAX_CLOCK_SKEW ahead and TOMBSTONE_RETENTION back."""
     settings = ctx["settings"]
     check_stamp(
         as_of,
-        now=now_micros(),
+        now=now,
         max_skew=settings.max_clock_skew,
         retention=settings.tombstone_retention,
         function=function,
     )
-    return Stamp(as_of, str(ctx["job_id"]))
 
 
 def enqueue_micros(ctx: JobContext) -> int:
@@ -219,9 +224,9 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
     stamp = job_stamp(ctx, function, command.as_of)
     password_hash: str | None = None
     if isinstance(command, ProvisionUser) and command.password_sealed is not None:
-        async with db_session(ctx["session_factory"]) as session:
+        async with _unit_of_work(ctx) as uow:
             password_hash = await users.password_to_store(
-                UnitOfWork(session), command.email, _unsealed_password(ctx, command.password_sealed)
+                uow, command.email, _unsealed_password(ctx, command.password_sealed)
             )
     user_command = users.user_command(function, command, stamp, hashed_password=password_hash)
     groups = ctx.get("command_groups")
@@ -230,8 +235,8 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
             return await groups.apply(user_command)  # the group's session, not one of our own
         except RunAlone:
             pass
-    async with db_session(ctx["session_factory"]) as session:
-        return await users.apply_command(UnitOfWork(session), user_command)
+    async with _unit_of_work(ctx) as uow:
+        return await users.apply_command(uow, user_command)
 
 
 def _unsealed_password(ctx: JobContext, sealed: str) -> UnsealedPassword:
@@ -255,8 +260,8 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
     valid, rejected = await parse_bulk_entries(command.users)  # before taking a connection
     valid = _entries_in_window(ctx, valid, rejected)
     # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
-    async with ctx["bulk_slots"], db_session(ctx["session_factory"]) as session:
-        return await users.provision_users(UnitOfWork(session), users.bulk_commands(valid, stamp), rejected)
+    async with ctx["bulk_slots"], _unit_of_work(ctx) as uow:
+        return await users.provision_users(uow, users.bulk_commands(valid, stamp), rejected)
 
 
 def _entries_in_window(
@@ -265,19 +270,13 @@ def _entries_in_window(
     """Entries whose own as_of is acceptable; the others join `rejected` (kept in index order)."""
     if not any(user.get("as_of") is not None for _, user in valid):
         return valid
-    settings, now = ctx["settings"], now_micros()
+    now = now_micros()
     kept: list[tuple[int, BulkUser]] = []
     for index, user in valid:
         as_of = user.get("as_of")
         try:
             if as_of is not None:
-                check_stamp(
-                    as_of,
-                    now=now,
-                    max_skew=settings.max_clock_skew,
-                    retention=settings.tombstone_retention,
-                    function="provision_users",
-                )
+                _check_window(ctx, as_of, "provision_users", now=now)
         except StampRefused as error:
             rejected.append({"index": index, "error": str(error).removeprefix("provision_users: ")})
         else:
@@ -288,6 +287,7 @@ def _entries_in_window(
 
 @asynccontextmanager
 async def _unit_of_work(ctx: WorkerContext) -> AsyncIterator[UnitOfWork]:
+    """A unit of work over a session of its own from the worker's factory, closed afterwards."""
     async with db_session(ctx["session_factory"]) as session:
         yield UnitOfWork(session)
 

@@ -35,10 +35,6 @@ class Role(enum.StrEnum):
     VIEWER = "viewer"
 
 
-ROLES: dict[str, Role] = {role.value: role for role in Role}
-"""Each role by its name; a dict lookup, cheaper than `Role(name)` on the bulk path."""
-
-
 def _as_of() -> Mapped[int]:
     """The `as_of` (µs since the epoch) of the command that last wrote a field; 0 for none."""
     return mapped_column(BigInteger, server_default=text("0"))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from worker.passwords import DesiredPassword
-from worker.payloads import BulkUser, Payload, ProvisionUser, UserWithRole
+from worker.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
 from worker.repositories.user import Applied, UserCommand
 from worker.retries import TransientError
 from worker.services.outcome import BatchOutcome, Status, UserOutcome
@@ -28,12 +28,11 @@ class ConcurrentChange(TransientError):
 
 
 def user_command(
-    function: str, payload: Payload, stamp: Stamp, *, hashed_password: str | None = None
+    function: str, payload: UserRef, stamp: Stamp, *, hashed_password: str | None = None
 ) -> UserCommand:
     """The merge statement's command for a single-user job's validated payload."""
-    email: str = getattr(payload, "email")  # noqa: B009 - every single-user payload names one
     return {
-        "email": email,
+        "email": payload.email,
         "function": function,
         "role": payload.role if isinstance(payload, UserWithRole) else None,
         "hashed_password": hashed_password
