@@ -39,7 +39,7 @@ from redis.commands.core import AsyncScript
 
 from worker import metrics
 from worker.redis_connection import open_redis
-from worker.retries import REDIS_UNREACHABLE, is_redis_unreachable
+from worker.retries import is_redis_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,9 @@ class ProvisioningWorker(Worker):
                     # Start ARQ's own count at its end: this loop does the retrying.
                     retry=self.redis_settings.conn_retries if self.redis_settings else 0,
                 )
-            except REDIS_UNREACHABLE as error:
+            except Exception as error:
+                if not is_redis_unreachable(error):
+                    raise
                 waited = loop.time() - started
                 if waited + delay > self.max_outage:
                     raise RedisOutageTooLong(
