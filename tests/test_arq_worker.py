@@ -1,16 +1,22 @@
-"""ProvisioningWorker's Redis plumbing: batched finishes (fakeredis) and the Lua claim (real Redis)."""
+"""ProvisioningWorker's Redis plumbing: batched finishes (fakeredis), the Lua claim and the
+batched read (real Redis)."""
 
 from __future__ import annotations
 
 import asyncio
 from functools import partial
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+from arq.worker import func
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from tests.conftest import FAKE_QUEUE, new_id
-from worker.arq_worker import CLAIM_SCRIPT, FinishBatches, _finish_commands
+from tests.worker_runner import run_burst
+from worker.arq_worker import CLAIM_SCRIPT, FinishBatches, _finish_commands, _ReadAhead
 from worker.settings import Settings
 
 QUEUE = FAKE_QUEUE
@@ -99,3 +105,67 @@ async def test_the_claim_takes_due_queued_jobs_not_running_up_to_the_free_slots(
         await redis.exists(f"arq:in-progress:{due3}", f"arq:in-progress:{later}", f"arq:in-progress:{gone}")
         == 0
     )
+
+
+async def _job_try(ctx: dict[str, Any]) -> int:
+    return int(ctx["job_try"])
+
+
+async def test_jobs_claimed_together_are_read_in_one_transaction_and_run_as_arq_runs_them(
+    redis: ArqRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = settings.queue_name
+    ids = [new_id("read") for _ in range(4)]
+    for job_id in ids:
+        assert await redis.enqueue_job("job_try", _job_id=job_id, _queue_name=queue) is not None
+    await redis.set(f"arq:retry:{ids[0]}", b"2")  # tried twice before: this is its third try
+    reads: list[int] = []
+    execute = Pipeline.execute
+
+    async def counting(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        job_reads = [a for a, _ in self.command_stack if a[0] == "GET" and str(a[1]).startswith("arq:job:")]
+        if job_reads:
+            reads.append(len(job_reads))
+        return await execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", counting)
+
+    await run_burst(
+        settings,
+        functions=[func(_job_try, name="job_try")],
+        on_startup=None,
+        on_shutdown=None,
+        cron_jobs=[],
+        max_jobs=10,
+    )
+
+    assert reads == [4]
+    results = [
+        await Job(job_id, redis, _queue_name=queue, _deserializer=redis.job_deserializer).result_info()
+        for job_id in ids
+    ]
+    assert [(r.success, r.result, r.job_try) for r in results if r] == [(True, 3, 3)] + [(True, 1, 1)] * 3
+    assert [
+        await Job(job_id, redis, _queue_name=queue, _deserializer=redis.job_deserializer).status()
+        for job_id in ids
+    ] == [JobStatus.complete] * 4
+    assert await redis.exists(*(f"arq:retry:{job_id}" for job_id in ids)) == 0
+
+
+async def test_a_job_asking_other_commands_than_its_batch_read_gets_them_from_redis(
+    fake_redis: ArqRedis,
+) -> None:
+    await fake_redis.set("arq:job:j", b"body")
+    read = _ReadAhead(fake_redis, "j", ["from the batch", 1, True], allow_abort=False)
+    async with read as pipe:
+        pipe.get("arq:job:j")
+        pipe.incr("arq:retry:j")
+        pipe.expire("arq:retry:j", 88400)
+        assert await pipe.execute() == ["from the batch", 1, True]
+
+    other = _ReadAhead(fake_redis, "j", ["from the batch", 1, True, 0], allow_abort=True)
+    async with other as pipe:
+        pipe.get("arq:job:j")
+        pipe.incr("arq:retry:j")
+        pipe.expire("arq:retry:j", 88400)
+        assert await pipe.execute() == [b"body", 1, True]  # no ZREM of the abort set: not the batch's

@@ -13,16 +13,24 @@ What could not be written to Redis meanwhile:
   ZINCRBY that defers a retried job) is not replayed: the job stays claimed until its in-progress
   key expires (JOB_TIMEOUT + 10 s), then runs again, which ordering makes harmless.
 
+Jobs are claimed, read and finished in batches: one Lua script claims up to the free slots' worth
+of due jobs per poll, one MULTI/EXEC reads all their bodies and retry counters (the commands ARQ's
+`run_job` sends per job, handed to it through `_ReadAhead`), and finishes queued in one turn of the
+event loop share one MULTI/EXEC (`FinishBatches`).
+
 Everything else is ARQ's own code path and semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Callable
 from functools import partial
+from types import TracebackType
+from typing import Any, cast
 
 from arq.connections import ArqRedis, RedisSettings, log_redis_info
 from arq.constants import (
@@ -70,6 +78,74 @@ for i = 5, #ARGV do
 end
 return claimed
 """
+
+
+_READ_AHEAD: contextvars.ContextVar[_ReadAhead | None] = contextvars.ContextVar("read_ahead", default=None)
+
+
+def _read_commands(pipe: Pipeline | _ReadAhead, job_id: str, *, allow_abort: bool) -> None:
+    """The commands with which ARQ's `run_job` starts a job: its body, its retry counter, its abort."""
+    pipe.get(job_key_prefix + job_id)
+    pipe.incr(retry_key_prefix + job_id)
+    pipe.expire(retry_key_prefix + job_id, 88400)
+    if allow_abort:
+        pipe.zrem(abort_jobs_ss, job_id)
+
+
+class _ReadAhead:
+    """Stands in for the pipeline with which ARQ's `run_job` reads its job: when `run_job` queues
+    the commands `start_jobs` already ran for the job in the batch, it gets their replies; any other
+    commands go to Redis as they are (so a change in ARQ costs speed, not correctness)."""
+
+    def __init__(self, pool: ArqRedis, job_id: str, replies: list[Any], *, allow_abort: bool) -> None:
+        self.pool = pool
+        self.replies = replies
+        self.queued: list[tuple[str, tuple[Any, ...]]] = []
+        self.expected: list[tuple[str, tuple[Any, ...]]] = []
+        _read_commands(self, job_id, allow_abort=allow_abort)
+        self.expected, self.queued = self.queued, []
+
+    def get(self, *args: Any) -> None:
+        self.queued.append(("get", args))
+
+    def incr(self, *args: Any) -> None:
+        self.queued.append(("incr", args))
+
+    def expire(self, *args: Any) -> None:
+        self.queued.append(("expire", args))
+
+    def zrem(self, *args: Any) -> None:
+        self.queued.append(("zrem", args))
+
+    async def execute(self) -> list[Any]:
+        if self.queued == self.expected:
+            return self.replies
+        async with self.pool.pipeline(transaction=True) as pipe:
+            for name, args in self.queued:
+                getattr(pipe, name)(*args)
+            return await pipe.execute()
+
+    async def __aenter__(self) -> _ReadAhead:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+class _PoolReadingAhead:
+    """The pool as `run_job` sees it for its first command: its pipeline is the job's `_ReadAhead`."""
+
+    def __init__(self, pool: ArqRedis, read: _ReadAhead) -> None:
+        self._pool = pool
+        self._read = read
+
+    def pipeline(self, transaction: bool = True) -> _ReadAhead:
+        return self._read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 class RedisOutageTooLong(SystemExit):
@@ -164,6 +240,17 @@ class ProvisioningWorker(Worker):
     """
 
     _unwritten: dict[str, tuple[bytes | None, float | None, bool]]
+
+    @property
+    def pool(self) -> ArqRedis:
+        """ARQ's pool; to a job starting with its batch's replies read already, the pool that hands
+        them to it (once: the job's later commands go to Redis)."""
+        pool = cast(ArqRedis, self._pool)
+        read = _READ_AHEAD.get()
+        if read is None:
+            return pool
+        _READ_AHEAD.set(None)
+        return cast(ArqRedis, _PoolReadingAhead(pool, read))
 
     @property
     def max_outage(self) -> float:
@@ -298,11 +385,12 @@ class ProvisioningWorker(Worker):
         return True
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim up to the free slots' worth of `job_ids` in one atomic script, then start them.
+        """Claim up to the free slots' worth of `job_ids` in one atomic script, read the claimed jobs
+        in one transaction, then start them.
 
         ARQ claims each job with four sequential round trips (WATCH, EXISTS, ZSCORE, MULTI/PSETEX/
-        EXEC); the script makes ARQ's checks for every id at once: not in progress, still queued,
-        not deferred to the future.
+        EXEC) and reads it with a fifth; the script makes ARQ's checks for every id at once (not in
+        progress, still queued, not deferred to the future), and the read is ARQ's, for all of them.
         """
         free = self.max_jobs - self.job_counter
         if free <= 0 or not job_ids:
@@ -317,11 +405,24 @@ class ProvisioningWorker(Worker):
                 *job_ids,
             ],
         )
-        for position in range(0, len(claimed), 2):
-            job_id, score = claimed[position].decode(), int(claimed[position + 1])
+        if not claimed:
+            return
+        jobs = [(claimed[i].decode(), int(claimed[i + 1])) for i in range(0, len(claimed), 2)]
+        allow_abort = self.allow_abort_jobs
+        async with self.pool.pipeline(transaction=True) as pipe:
+            for job_id, _ in jobs:
+                _read_commands(pipe, job_id, allow_abort=allow_abort)
+            replies = await pipe.execute()
+        per_job = len(replies) // len(jobs)
+        for index, (job_id, score) in enumerate(jobs):
             await self.sem.acquire()  # never waits: at most `free` jobs were claimed
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
+            context = contextvars.copy_context()
+            read = _ReadAhead(
+                self.pool, job_id, replies[index * per_job : (index + 1) * per_job], allow_abort=allow_abort
+            )
+            context.run(_READ_AHEAD.set, read)
+            task = self.loop.create_task(self.run_job(job_id, score), context=context)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 
