@@ -16,11 +16,11 @@ from pydantic import SecretStr
 
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
 from worker.client import ProvisioningClient, connect_redis
-from worker.passwords import PasswordHashing
-from worker.sealing import new_seal_key
-from worker.security import PasswordPolicy
+from worker.passwords.hashing import PasswordHashing
+from worker.passwords.policy import PasswordPolicy
+from worker.passwords.sealing import new_seal_key
+from worker.runtime.wiring import startup, worker_settings
 from worker.settings import Settings
-from worker.wiring import startup, worker_settings
 
 
 async def hashing_throughput(hashes: int, threads: int, policy: PasswordPolicy) -> float:
@@ -39,7 +39,7 @@ class InlineHashing(PasswordHashing):
     """Hashing on the event loop itself: what the pool exists to avoid (for comparison only)."""
 
     async def hash(self, password: SecretStr) -> str:
-        from worker.security import hash_password
+        from worker.passwords.policy import hash_password
 
         return hash_password(password.get_secret_value(), self.policy)
 

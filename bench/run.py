@@ -33,7 +33,7 @@ from bench import hashing
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
 from tests.servers import pgbouncer
 from worker.client import ProvisioningClient, connect_redis
-from worker.serialization import deserialize, serialize
+from worker.jobs.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]

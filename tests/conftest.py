@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from worker.client import connect_redis
 from worker.db.migrations import alembic_config
 from worker.db.session import SessionFactory, create_engine, create_session_factory
-from worker.serialization import deserialize, serialize
+from worker.jobs.serialization import deserialize, serialize
 from worker.settings import Settings
 
 # Where tests may create databases, and which Redis db index they use (not the developer's 0).

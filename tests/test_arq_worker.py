@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from tests.conftest import FAKE_QUEUE, new_id
 from tests.worker_runner import run_burst
-from worker.arq_worker import CLAIM_SCRIPT, FinishBatches, _finish_commands, _ReadAhead
+from worker.runtime.arq_worker import CLAIM_SCRIPT, FinishBatches, _finish_commands, _ReadAhead
 from worker.settings import Settings
 
 QUEUE = FAKE_QUEUE

@@ -18,12 +18,12 @@ from tests.conftest import make_settings, new_id
 from tests.processes import ROOT, run_module, worker_env
 from tests.worker_runner import run_burst
 from worker import tasks
+from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.client import ProvisioningClient
-from worker.context import JobContext
 from worker.db.session import create_session_factory
-from worker.importing import UnreadableFile, batched, read_users
-from worker.security import hash_password
-from worker.serialization import JobFailed
+from worker.jobs.serialization import JobFailed
+from worker.passwords.policy import hash_password
+from worker.runtime.context import JobContext
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")

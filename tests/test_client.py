@@ -10,9 +10,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import FAKE_QUEUE
 from worker.client import DuplicateJob, ProvisioningClient
-from worker.errors import InvalidPayload
-from worker.security import hash_password
-from worker.stamps import MICROS, now_micros
+from worker.jobs.errors import InvalidPayload
+from worker.jobs.stamps import MICROS, now_micros
+from worker.passwords.policy import hash_password
 
 QUEUE = FAKE_QUEUE
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, EmailStr, ValidationError
 
-from worker.emails import Email, _normalized_domain
+from worker.jobs.emails import Email, _normalized_domain
 
 
 class _Library(BaseModel):

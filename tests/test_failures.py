@@ -5,7 +5,7 @@ from __future__ import annotations
 from arq.connections import ArqRedis
 
 from tests.conftest import FAKE_QUEUE
-from worker.failures import (
+from worker.runtime.failures import (
     ARGUMENTS_LIMIT,
     MESSAGE_LIMIT,
     erase_failures,

@@ -29,9 +29,9 @@ from tests.servers import PrivatePostgres, private_postgres
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
-from worker.serialization import deserialize
+from worker.jobs.serialization import deserialize
+from worker.runtime.wiring import worker_settings
 from worker.settings import Settings
-from worker.wiring import worker_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
 
@@ -316,7 +316,7 @@ async def test_a_failing_per_job_hook_is_logged_and_contained(
     options = worker_settings(
         settings, on_job_start=broken_hook, on_job_end=broken_hook, after_job_end=broken_hook
     )
-    caplog.set_level(logging.ERROR, logger="worker.hooks")
+    caplog.set_level(logging.ERROR, logger="worker.runtime.hooks")
 
     worker = await run_burst(
         settings, **{k: options[k] for k in ("on_job_start", "on_job_end", "after_job_end")}

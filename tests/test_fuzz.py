@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import RUN_ID, make_settings
 from tests.processes import start_worker, stop
-from worker.payloads import PAYLOADS
-from worker.security import is_argon2id_hash
-from worker.serialization import deserialize
+from worker.jobs.payloads import PAYLOADS
+from worker.jobs.serialization import deserialize
+from worker.passwords.policy import is_argon2id_hash
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 
 from tests.conftest import make_settings
 from tests.processes import ROOT, start_worker, stop, wait_until, worker_env
-from worker.health import record_prefix
+from worker.runtime.health import record_prefix
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -10,12 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker import tasks
-from worker.context import WorkerContext
 from worker.db.session import SessionFactory
+from worker.jobs.stamps import MICROS, now_micros
+from worker.runtime.context import WorkerContext
 from worker.services import maintenance, users
 from worker.services.unit_of_work import UnitOfWork
 from worker.settings import Settings
-from worker.stamps import MICROS, now_micros
 
 DAY = 24 * 3600
 

@@ -17,10 +17,10 @@ from tests.conftest import new_id
 from tests.processes import ROOT, start_worker, stop, wait_until, worker_env
 from worker import tasks
 from worker.client import ProvisioningClient
-from worker.context import WorkerContext
 from worker.db.session import create_session_factory
-from worker.failures import failed_key, record_failure
-from worker.serialization import JobFailed
+from worker.jobs.serialization import JobFailed
+from worker.runtime.context import WorkerContext
+from worker.runtime.failures import failed_key, record_failure
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]

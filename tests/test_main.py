@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import make_settings, migrate
 from tests.processes import run_module, worker_env
 from tests.tcp_proxy import TcpProxy
-from worker.context import WorkerContext
 from worker.db.migrations import alembic_config, head_revisions
 from worker.main import StartupError, WorkerSettings, shutdown, startup, worker_settings
+from worker.runtime.context import WorkerContext
+from worker.runtime.wiring import _warm_pool
 from worker.settings import Settings
-from worker.wiring import _warm_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = ", ".join(sorted(head_revisions()))
@@ -114,7 +114,7 @@ def test_the_arq_process_exits_non_zero_when_the_database_is_unreachable() -> No
 
 
 def test_worker_settings_wire_json_and_the_hooks() -> None:
-    from worker.serialization import deserialize, serialize
+    from worker.jobs.serialization import deserialize, serialize
     from worker.tasks import TASKS
 
     assert WorkerSettings.job_serializer is serialize  # type: ignore[attr-defined]
@@ -152,7 +152,7 @@ async def test_startup_names_the_fix_for_a_missing_database(database_url: str) -
 async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
     try:
-        with caplog.at_level(logging.WARNING, logger="worker.wiring"):
+        with caplog.at_level(logging.WARNING, logger="worker.runtime.wiring"):
             await _warm_pool(engine, 3)  # the pool has room for one: the other two time out
         assert engine.pool.checkedin() == 1
     finally:

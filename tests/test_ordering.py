@@ -30,10 +30,10 @@ from tests.ordering_model import FUNCTIONS, Command, State, final_states
 from tests.processes import start_worker, stop
 from tests.tcp_proxy import TcpProxy
 from worker.client import ProvisioningClient, connect_redis
-from worker.security import hash_password
-from worker.serialization import deserialize, serialize
+from worker.jobs.serialization import deserialize, serialize
+from worker.jobs.stamps import now_micros
+from worker.passwords.policy import hash_password
 from worker.settings import Settings
-from worker.stamps import now_micros
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import contextlib
 
 import pytest
 
-from worker.errors import InvalidPayload
-from worker.payloads import (
+from worker.jobs.errors import InvalidPayload
+from worker.jobs.payloads import (
     PAYLOADS,
     DeleteUser,
     ProvisionUser,
@@ -16,7 +16,7 @@ from worker.payloads import (
     parse_bulk_entries,
     parse_payload,
 )
-from worker.security import hash_password
+from worker.passwords.policy import hash_password
 
 
 def test_valid_payload_is_parsed_and_domain_lowered() -> None:

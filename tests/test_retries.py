@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.conftest import make_settings
 from tests.tcp_proxy import free_port
 from worker import tasks
-from worker.context import JobContext
 from worker.db.session import create_engine, create_session_factory
-from worker.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound
-from worker.retries import backoff_delay, is_transient
-from worker.stamps import MICROS, now_micros
+from worker.jobs.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound
+from worker.jobs.stamps import MICROS, now_micros
+from worker.runtime.context import JobContext
+from worker.runtime.retries import backoff_delay, is_transient
 
 
 @pytest.fixture

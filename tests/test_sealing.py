@@ -8,7 +8,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from worker.sealing import KeyRing, SealedPasswordRefused, new_seal_key, seal_password
+from worker.passwords.sealing import KeyRing, SealedPasswordRefused, new_seal_key, seal_password
 
 DAY = 24 * 3600
 

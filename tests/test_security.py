@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
 
-from worker.security import hash_password, is_argon2id_hash
+from worker.passwords.policy import hash_password, is_argon2id_hash
 
 
 def test_hash_password_makes_an_argon2id_hash_above_the_owasp_minimum() -> None:
@@ -29,7 +29,7 @@ def test_an_empty_password_is_refused() -> None:
 
 
 def test_the_default_policy_is_owasps_minimum_and_lower_is_refused() -> None:
-    from worker.security import DEFAULT_POLICY, PasswordPolicy
+    from worker.passwords.policy import DEFAULT_POLICY, PasswordPolicy
 
     assert (DEFAULT_POLICY.memory_kib, DEFAULT_POLICY.time_cost, DEFAULT_POLICY.parallelism) == (19456, 2, 1)
     for weak in ({"memory_kib": 19455}, {"time_cost": 1}, {"parallelism": 0}):
@@ -38,7 +38,7 @@ def test_the_default_policy_is_owasps_minimum_and_lower_is_refused() -> None:
 
 
 def test_verify_password_accepts_the_right_password_only() -> None:
-    from worker.security import verify_password
+    from worker.passwords.policy import verify_password
 
     stored = hash_password("right one")
     assert verify_password(stored, "right one").valid
@@ -48,7 +48,7 @@ def test_verify_password_accepts_the_right_password_only() -> None:
 
 
 def test_verify_password_rehashes_when_the_parameters_changed() -> None:
-    from worker.security import PasswordPolicy, verify_password
+    from worker.passwords.policy import PasswordPolicy, verify_password
 
     stronger = PasswordPolicy(memory_kib=32 * 1024, time_cost=3, parallelism=1)
     old = hash_password("pw-123")

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from worker.redis_connection import SentinelSettings
+from worker.runtime.redis_connection import SentinelSettings
 from worker.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, mask_url
 
 

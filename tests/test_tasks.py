@@ -15,8 +15,8 @@ from tests.conftest import new_id
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
-from worker.security import hash_password
-from worker.serialization import JobFailed
+from worker.jobs.serialization import JobFailed
+from worker.passwords.policy import hash_password
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")

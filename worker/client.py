@@ -11,14 +11,14 @@ from typing import Any, Self
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from worker.errors import InvalidPayload
-from worker.payloads import PAYLOADS, RoleName, parse_payload
-from worker.redis_connection import open_redis
-from worker.retries import is_redis_unreachable
-from worker.sealing import seal_password
-from worker.serialization import deserialize, serialize
+from worker.jobs.errors import InvalidPayload
+from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
+from worker.jobs.serialization import deserialize, serialize
+from worker.jobs.stamps import CLOCK
+from worker.passwords.sealing import seal_password
+from worker.runtime.redis_connection import open_redis
+from worker.runtime.retries import is_redis_unreachable
 from worker.settings import Settings, get_settings
-from worker.stamps import CLOCK
 
 AsOfValue = int | str
 """An `as_of`: integer microseconds since the epoch, or an RFC 3339 timestamp."""
@@ -77,7 +77,7 @@ class ProvisioningClient:
         as_of: AsOfValue | None = None,
     ) -> Job:
         """Enqueue `provision_user`; a `password` is sealed here and hashed by the worker,
-        a `password_hash` (argon2id, e.g. from `worker.security.hash_password`) is stored as is."""
+        a `password_hash` (argon2id, e.g. from `worker.passwords.policy.hash_password`) is stored as is."""
         sealed = self.seal(password) if password is not None else None
         return await self.enqueue(
             "provision_user",

@@ -3,7 +3,7 @@
 ARQ's command line builds `arq.worker.Worker` and has no setting for another class, so importing
 this module points that name at `ProvisioningWorker` (ARQ's worker, riding out Redis outages):
 `arq worker.main.WorkerSettings` then runs it. Nothing else is rebound, and modules that only
-need the wiring (`worker.wiring`) leave ARQ as it ships.
+need the wiring (`worker.runtime.wiring`) leave ARQ as it ships.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import asyncio
 
 import arq.worker
 
-from worker.arq_worker import ProvisioningWorker
+from worker.runtime.arq_worker import ProvisioningWorker
+from worker.runtime.wiring import StartupError, shutdown, startup, worker_settings
 from worker.settings import get_settings
-from worker.wiring import StartupError, shutdown, startup, worker_settings
 
 __all__ = ["StartupError", "WorkerSettings", "shutdown", "startup", "worker_settings"]
 

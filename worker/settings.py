@@ -13,8 +13,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from worker.redis_connection import is_sentinel_url, mask_sentinel_url, parse_sentinel_url, redis_settings_for
-from worker.security import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, PasswordPolicy
+from worker.passwords.policy import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, PasswordPolicy
+from worker.runtime.redis_connection import (
+    is_sentinel_url,
+    mask_sentinel_url,
+    parse_sentinel_url,
+    redis_settings_for,
+)
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/provisioning"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -148,7 +153,7 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(
                     f"SEAL_KEYS key #{position} is not a Fernet key (32 bytes, URL-safe base64): "
-                    'make one with python -c "from worker.sealing import new_seal_key; print(new_seal_key())"'
+                    'make one with `python -m worker new-seal-key`'
                 ) from None
         return value
 

@@ -12,14 +12,9 @@ from typing import Any
 from arq.worker import Retry
 from pydantic import SecretStr
 
-from worker import metrics
-from worker.context import JobContext, WorkerContext
 from worker.db.session import db_session
-from worker.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound, first_line
-from worker.failures import record_failure
-from worker.logs import log_job_event
-from worker.passwords import UnsealedPassword
-from worker.payloads import (
+from worker.jobs.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound, first_line
+from worker.jobs.payloads import (
     BulkUser,
     DeactivateUser,
     DeleteUser,
@@ -31,14 +26,19 @@ from worker.payloads import (
     parse_bulk_entries,
     parse_payload,
 )
+from worker.jobs.stamps import MICROS, Stamp, check_stamp, now_micros
+from worker.passwords.hashing import UnsealedPassword
+from worker.passwords.sealing import SealedPasswordRefused
 from worker.repositories.user import ExpiredIntent
-from worker.retries import backoff_delay, is_transient
-from worker.sealing import SealedPasswordRefused
+from worker.runtime import metrics
+from worker.runtime.context import JobContext, WorkerContext
+from worker.runtime.failures import record_failure
+from worker.runtime.group_commit import RunAlone
+from worker.runtime.logs import log_job_event
+from worker.runtime.retries import backoff_delay, is_transient
 from worker.services import maintenance, users
-from worker.services.group_commit import RunAlone
 from worker.services.outcome import BatchOutcome, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
-from worker.stamps import MICROS, Stamp, check_stamp, now_micros
 
 logger = logging.getLogger(__name__)
 

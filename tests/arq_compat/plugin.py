@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import worker.main  # noqa: F401 - imported for its one effect: arq.worker.Worker is ours
-from worker.arq_worker import ProvisioningWorker
+from worker.runtime.arq_worker import ProvisioningWorker
 
 assert arq.worker.Worker is ProvisioningWorker
 

@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db.models import Role, User
+from worker.passwords.policy import hash_password
 from worker.repositories.user import ExpiredIntent, UserCommand, UserRepository
-from worker.security import hash_password
 
 
 @pytest.fixture

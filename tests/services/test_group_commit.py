@@ -10,12 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
-from worker.metrics import REGISTRY
+from worker.jobs.stamps import CLOCK
+from worker.passwords.policy import hash_password
 from worker.repositories.user import UserCommand
-from worker.security import hash_password
-from worker.services.group_commit import CommandGroups, RunAlone
+from worker.runtime.group_commit import CommandGroups, RunAlone
+from worker.runtime.metrics import REGISTRY
 from worker.services.outcome import UserOutcome
-from worker.stamps import CLOCK
 
 
 def provision(email: str, role: str, password_hash: str | None = None) -> UserCommand:

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.ordering_model import Command, State, final_states
 from worker.db.session import SessionFactory
+from worker.passwords.policy import hash_password
 from worker.repositories.audit import AuditRepository, change_record
 from worker.repositories.user import UserCommand
-from worker.security import hash_password
 from worker.services import users
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork

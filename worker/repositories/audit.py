@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, tuple_
 
 from worker.db.models import UserChange
+from worker.jobs.stamps import MICROS
 from worker.repositories.base import BaseRepository
-from worker.stamps import MICROS
 
 
 def change_record(change: UserChange) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from worker.passwords import DesiredPassword
-from worker.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
+from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
+from worker.jobs.stamps import Stamp
+from worker.passwords.hashing import DesiredPassword
 from worker.repositories.user import Applied, UserCommand
-from worker.retries import TransientError
+from worker.runtime.retries import TransientError
 from worker.services.outcome import BatchOutcome, Status, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
-from worker.stamps import Stamp
 
 # A command comes back `raced` when another transaction inserted its email's first row meanwhile;
 # the next attempt finds and locks that row. More rounds than this mean something else is wrong.

@@ -8,7 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 
-from worker.errors import PermanentJobError
+from worker.jobs.errors import PermanentJobError
 
 # PostgreSQL SQLSTATEs that mean "try again": the same statement can succeed on a later attempt.
 TRANSIENT_SQLSTATES = frozenset(

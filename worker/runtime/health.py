@@ -22,10 +22,10 @@ from arq.connections import ArqRedis
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import Pool
 
-from worker import metrics
 from worker.db.migrations import schema_state
 from worker.db.session import create_engine
-from worker.errors import first_line
+from worker.jobs.errors import first_line
+from worker.runtime import metrics
 from worker.settings import Settings
 
 

@@ -36,7 +36,9 @@ class RedactJobArguments(logging.Filter):
 
 
 def _is_permanent(error: BaseException | None) -> bool:
-    from worker.errors import PermanentJobError  # here: logs must not import the job contract at import time
+    from worker.jobs.errors import (
+        PermanentJobError,  # here: logs must not import the job contract at import time
+    )
 
     return isinstance(error, PermanentJobError)
 

@@ -8,9 +8,9 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from worker.failures import failed_job, failed_jobs
-from worker.health import record_prefix
-from worker.serialization import deserialize
+from worker.jobs.serialization import deserialize
+from worker.runtime.failures import failed_job, failed_jobs
+from worker.runtime.health import record_prefix
 from worker.settings import Settings
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from worker.errors import StampRefused
+from worker.jobs.errors import StampRefused
 
 MICROS = 1_000_000
 EARLIEST_AS_OF = 946_684_800 * MICROS

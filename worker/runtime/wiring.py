@@ -11,19 +11,19 @@ from arq import cron
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from worker import metrics
-from worker.context import WorkerContext
 from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
-from worker.errors import first_line
-from worker.health import HealthReporter
-from worker.hooks import JobHook, contained
-from worker.logs import configure_logging, install_log_redaction
-from worker.passwords import PasswordHashing
-from worker.retries import is_transient
-from worker.sealing import KeyRing
-from worker.serialization import deserialize, serialize
-from worker.services.group_commit import CommandGroups
+from worker.jobs.errors import first_line
+from worker.jobs.serialization import deserialize, serialize
+from worker.passwords.hashing import PasswordHashing
+from worker.passwords.sealing import KeyRing
+from worker.runtime import metrics
+from worker.runtime.context import WorkerContext
+from worker.runtime.group_commit import CommandGroups
+from worker.runtime.health import HealthReporter
+from worker.runtime.hooks import JobHook, contained
+from worker.runtime.logs import configure_logging, install_log_redaction
+from worker.runtime.retries import is_transient
 from worker.settings import Settings
 from worker.tasks import TASKS
 

@@ -18,9 +18,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from worker.emails import Email
-from worker.errors import InvalidPayload
-from worker.security import (
+from worker.jobs.emails import Email
+from worker.jobs.errors import InvalidPayload
+from worker.jobs.stamps import AsOf
+from worker.passwords.policy import (
     ARGON2ID_FORMAT,
     MIN_MEMORY_KIB,
     MIN_PARALLELISM,
@@ -28,7 +29,6 @@ from worker.security import (
     is_argon2id_hash,
     meets_minimum,
 )
-from worker.stamps import AsOf
 
 RoleName = Literal["admin", "member", "viewer"]
 
@@ -39,7 +39,7 @@ def _argon2id(value: str) -> str:
         raise PydanticCustomError(
             "argon2id_hash",
             "must be an argon2id PHC string ({format}); plaintext passwords are refused, "
-            "hash with worker.security.hash_password()",
+            "hash with worker.passwords.policy.hash_password()",
             {"format": ARGON2ID_FORMAT},
         )
     if not meets_minimum(value):

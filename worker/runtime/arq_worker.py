@@ -45,9 +45,9 @@ from arq.worker import Worker
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from worker import metrics
-from worker.redis_connection import open_redis
-from worker.retries import is_redis_unreachable
+from worker.runtime import metrics
+from worker.runtime.redis_connection import open_redis
+from worker.runtime.retries import is_redis_unreachable
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
-from worker.health import HealthReporter
-from worker.passwords import PasswordHashing
-from worker.sealing import KeyRing
-from worker.services.group_commit import CommandGroups
+from worker.passwords.hashing import PasswordHashing
+from worker.passwords.sealing import KeyRing
+from worker.runtime.group_commit import CommandGroups
+from worker.runtime.health import HealthReporter
 from worker.settings import Settings
 
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from worker.security import PasswordPolicy, hash_password, verify_password
+from worker.passwords.policy import PasswordPolicy, hash_password, verify_password
 
 
 class PasswordHashing:

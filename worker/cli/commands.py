@@ -19,20 +19,21 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
+from worker.cli.importing import UnreadableFile, batched, read_users
+from worker.cli.inspection import job_report, queue_status
 from worker.client import DuplicateJob, ProvisioningClient, connect_redis
 from worker.db.session import create_engine, create_session_factory, db_session
-from worker.errors import InvalidPayload
-from worker.failures import erase_failures, failed_job, failed_jobs
-from worker.health import check_health
-from worker.importing import UnreadableFile, batched, read_users
-from worker.inspection import job_report, queue_status
-from worker.payloads import PAYLOADS
+from worker.jobs.errors import InvalidPayload
+from worker.jobs.payloads import PAYLOADS
+from worker.jobs.serialization import JobFailed
+from worker.jobs.stamps import CLOCK
+from worker.passwords.sealing import new_seal_key
 from worker.repositories.audit import change_record
-from worker.serialization import JobFailed
+from worker.runtime.failures import erase_failures, failed_job, failed_jobs
+from worker.runtime.health import check_health
 from worker.services import maintenance
 from worker.services.unit_of_work import UnitOfWork
 from worker.settings import Settings, get_settings
-from worker.stamps import CLOCK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     erase.add_argument("email")
     erase.add_argument("--json", action="store_true")
+    commands.add_parser(
+        "new-seal-key", help="print a new Fernet key for SEAL_KEYS (the first key seals, all keys open)"
+    )
     bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
     bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
     bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
@@ -390,4 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_history(options))
     if options.command == "erase":
         return asyncio.run(_erase(options))
+    if options.command == "new-seal-key":
+        print(new_seal_key())
+        return 0
     raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from worker.errors import PermanentJobError
+from worker.jobs.errors import PermanentJobError
 
 
 class SealedPasswordRefused(PermanentJobError):

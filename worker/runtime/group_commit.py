@@ -19,10 +19,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from worker import metrics
 from worker.db.session import SessionFactory, db_session
 from worker.repositories.user import UserCommand
-from worker.retries import is_transient
+from worker.runtime import metrics
+from worker.runtime.retries import is_transient
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 from worker.services.users import apply_commands

@@ -1,0 +1,1 @@
+"""`python -m worker …`: the operators' command line."""

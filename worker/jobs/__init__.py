@@ -1,0 +1,1 @@
+"""The job contract: payloads, email rules, stamps, serialization and the errors results name."""
