@@ -222,7 +222,10 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
         stderr=subprocess.PIPE,
         text=True,
     )
-    await asyncio.sleep(1.0)
+    for _ in range(300):  # the CLI starts slowly on a busy machine: wait until it has enqueued
+        if await redis.zcard(settings.queue_name) == 3:
+            break
+        await asyncio.sleep(0.1)
     await run_burst(settings)
     out, err = waited.communicate(timeout=60)
     summary = json.loads(out)

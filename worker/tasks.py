@@ -257,11 +257,14 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
             f"({limit}): split it"
         )
     stamp = job_stamp(ctx, function, command.as_of)
-    valid, rejected = await parse_bulk_entries(command.users)  # before taking a connection
-    valid = _entries_in_window(ctx, valid, rejected)
     # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
-    async with ctx["bulk_slots"], _unit_of_work(ctx) as uow:
-        return await users.provision_users(uow, users.bulk_commands(valid, stamp), rejected)
+    # Batches waiting for a slot keep only their raw entries; each is parsed once it has a slot,
+    # before it takes a connection.
+    async with ctx["bulk_slots"]:
+        valid, rejected = await parse_bulk_entries(command.users)
+        valid = _entries_in_window(ctx, valid, rejected)
+        async with _unit_of_work(ctx) as uow:
+            return await users.provision_users(uow, users.bulk_commands(valid, stamp), rejected)
 
 
 def _entries_in_window(
