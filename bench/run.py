@@ -262,8 +262,8 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
     """Every measurement, in one run on this machine.
 
     Bulk is measured over `bulk_batches` batches on both sides: with a handful of batches the
-    figure is mostly first-use cost (statement preparation, new connections), and 20 batches
-    (about 0.1 s) still varied by ±7 % from run to run.
+    figure is mostly first-use cost (statement preparation, new connections), and a short run
+    varies a lot from run to run (docs/performance.md).
     """
     bulk_rows = batch * bulk_batches
     rows: list[Row] = []

@@ -64,8 +64,8 @@ async def startup(ctx: WorkerContext) -> None:
         ctx["metrics_server"] = metrics.serve(settings.metrics_port)
     logger.info("database %s: %s", settings.database_url_masked, state.describe())
     # Everything built so far (modules, engine, validators) lives as long as the worker: leave it
-    # out of the garbage collector's full passes, which otherwise stall the event loop for tens
-    # of milliseconds under load (measured: 1,000-user batches, 87k -> 120k rows/s).
+    # out of the garbage collector's full passes, which otherwise walk all of it and stall the
+    # event loop under bulk load (docs/performance.md, "Memory").
     gc.freeze()
 
 
