@@ -13,6 +13,7 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
     text = await run.main(jobs=40, batch=10, latency_seconds=0.2, hashes=4, cheap=4, bulk_batches=3)
     for row in (
         "stock ARQ no-op jobs",
+        "stock ARQ no-op jobs on uvloop",
         "our worker (ProvisioningWorker), no-op jobs",
         "provision_user, enqueue → committed row",
         "provision_user through PgBouncer",
