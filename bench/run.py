@@ -31,7 +31,7 @@ from sqlalchemy import make_url
 
 from bench import hashing
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
-from tests.servers import pgbouncer
+from tests.support.servers import pgbouncer
 from worker.client import ProvisioningClient, connect_redis
 from worker.jobs.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings

@@ -1,0 +1,280 @@
+"""Bulk provisioning: `provision_users` batches, file import, and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.ids import new_id
+from tests.support.processes import ROOT, run_module, worker_env
+from tests.support.settings import make_settings
+from tests.support.worker_runner import run_burst
+from worker import tasks
+from worker.cli.importing import UnreadableFile, batched, read_users
+from worker.client import ProvisioningClient
+from worker.db.session import create_session_factory
+from worker.jobs.serialization import JobFailed
+from worker.passwords.policy import hash_password
+from worker.runtime.context import JobContext
+from worker.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("committing_sessions")
+
+
+async def _users(engine: AsyncEngine) -> dict[str, tuple[str, bool, str | None]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+        )
+        return {row.email: (row.role, row.is_active, row.hashed_password) for row in rows}
+
+
+async def _batch(redis: ArqRedis, settings: Settings, users: list[object]) -> dict[str, object]:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    job = await client.enqueue("provision_users", job_id=new_id(), users=users)
+    await run_burst(settings)
+    return await job.result(timeout=5)  # type: ignore[no-any-return]
+
+
+async def test_a_mixed_batch_applies_the_valid_entries_and_reports_the_rest(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    password_hash = hash_password("bulk-pw")
+    result = await _batch(
+        redis,
+        settings,
+        [
+            {"email": "a@example.com", "role": "admin"},
+            {"email": "not-an-email", "role": "admin"},
+            {"email": "b@example.com", "role": "viewer", "password_hash": password_hash},
+            {"email": "c@example.com", "role": "owner"},
+            {"email": "d@example.com", "role": "member", "password_hash": "hunter2-bulk"},
+            "not an object",
+            {"email": "e@example.com", "role": "member", "extra": 1},
+        ],
+    )
+    assert (result["created"], result["updated"], result["unchanged"], result["rejected"]) == (2, 0, 0, 5)
+    assert [r["index"] for r in result["rejections"]] == [1, 3, 4, 5, 6]  # type: ignore[attr-defined]
+    errors = [r["error"] for r in result["rejections"]]  # type: ignore[attr-defined]
+    assert "email: value is not a valid email address" in errors[0]
+    assert "role: Input should be 'admin', 'member' or 'viewer'" in errors[1]
+    assert "password_hash: must be an argon2id PHC string" in errors[2]
+    assert "hunter2-bulk" not in json.dumps(result)
+    assert await _users(engine) == {
+        "a@example.com": ("admin", True, None),
+        "b@example.com": ("viewer", True, password_hash),
+    }
+
+
+async def test_running_a_batch_again_changes_nothing_and_updates_what_differs(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    batch: list[object] = [{"email": f"u{i}@example.com", "role": "member"} for i in range(50)]
+    first = await _batch(redis, settings, batch)
+    again = await _batch(redis, settings, batch)
+    changed = await _batch(redis, settings, [{"email": "u1@example.com", "role": "admin"}, *batch[2:5]])
+    assert (first["created"], first["updated"], first["unchanged"]) == (50, 0, 0)
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 50)
+    assert (changed["created"], changed["updated"], changed["unchanged"]) == (0, 1, 3)
+    assert len(await _users(engine)) == 50
+
+
+async def test_a_batch_reactivates_and_keeps_a_stored_password_when_none_is_given(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    password_hash = hash_password("kept")
+    await _batch(
+        redis, settings, [{"email": "r@example.com", "role": "member", "password_hash": password_hash}]
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE users SET is_active = false"))
+    result = await _batch(redis, settings, [{"email": "r@example.com", "role": "member"}])
+    assert result["updated"] == 1
+    assert await _users(engine) == {"r@example.com": ("member", True, password_hash)}
+
+
+async def test_duplicates_and_case_variants_in_one_batch_are_rejected_after_the_first(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    result = await _batch(
+        redis,
+        settings,
+        [
+            {"email": "Dup@Example.com", "role": "admin"},
+            {"email": "dup@example.com", "role": "viewer"},
+            {"email": "DUP@EXAMPLE.COM", "role": "member"},
+            {"email": "other@example.com", "role": "member"},
+        ],
+    )
+    assert (result["created"], result["rejected"]) == (2, 2)
+    assert result["rejections"] == [
+        {"index": 1, "error": "email: duplicate of entry 0"},
+        {"index": 2, "error": "email: duplicate of entry 0"},
+    ]
+    assert await _users(engine) == {
+        "Dup@example.com": ("admin", True, None),
+        "other@example.com": ("member", True, None),
+    }
+
+
+async def test_a_case_variant_of_an_existing_user_updates_it(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    await _batch(redis, settings, [{"email": "case@example.com", "role": "viewer"}])
+    result = await _batch(redis, settings, [{"email": "CASE@example.com", "role": "admin"}])
+    assert (result["created"], result["updated"]) == (0, 1)
+    # One user, spelled as the newest command spells it.
+    assert await _users(engine) == {"CASE@example.com": ("admin", True, None)}
+
+
+async def test_the_maximum_batch_size_is_enforced_and_nothing_is_written(
+    redis: ArqRedis, database_url: str, engine: AsyncEngine
+) -> None:
+    settings = make_settings(database_url, bulk_max_batch=10)
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    too_big = await client.enqueue(
+        "provision_users",
+        job_id=new_id(),
+        users=[{"email": f"m{i}@example.com", "role": "member"} for i in range(11)],
+    )
+    at_limit = await client.enqueue(
+        "provision_users",
+        job_id=new_id(),
+        users=[{"email": f"m{i}@example.com", "role": "member"} for i in range(10)],
+    )
+    worker = await run_burst(settings)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    with pytest.raises(JobFailed, match=r"11 users in one batch, more than BULK_MAX_BATCH \(10\): split it"):
+        await too_big.result(timeout=5)
+    assert (await at_limit.result(timeout=5))["created"] == 10
+    assert len(await _users(engine)) == 10
+
+
+async def test_an_empty_or_shapeless_batch_fails_the_job(redis: ArqRedis, settings: Settings) -> None:
+    empty = await redis.enqueue_job(
+        "provision_users", users=[], _job_id=new_id(), _queue_name=settings.queue_name
+    )
+    shapeless = await redis.enqueue_job(
+        "provision_users", users={"a": 1}, _job_id=new_id(), _queue_name=settings.queue_name
+    )
+    assert empty is not None
+    assert shapeless is not None
+    await run_burst(settings)
+    with pytest.raises(JobFailed, match="users: List should have at least 1 item"):
+        await empty.result(timeout=5)
+    with pytest.raises(JobFailed, match="users: Input should be a valid list"):
+        await shapeless.result(timeout=5)
+
+
+def test_read_users_from_csv_and_json_lines(tmp_path: Path) -> None:
+    csv_file = tmp_path / "users.csv"
+    csv_file.write_text("email,role,password_hash\na@example.com,admin,\nb@example.com,viewer,$argon2id$x\n")
+    jsonl = tmp_path / "users.jsonl"
+    jsonl.write_text(
+        '{"email": "c@example.com", "role": "member"}\n\n{"email": "d@example.com", "role": "admin"}\n'
+    )
+    assert list(read_users(csv_file)) == [
+        {"email": "a@example.com", "role": "admin"},
+        {"email": "b@example.com", "role": "viewer", "password_hash": "$argon2id$x"},
+    ]
+    assert [u["email"] for u in read_users(jsonl)] == ["c@example.com", "d@example.com"]
+    assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
+
+
+def test_unreadable_files_are_refused_clearly(tmp_path: Path) -> None:
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("mail,role\nx,y\n")
+    with pytest.raises(UnreadableFile, match="the CSV header must name email and role"):
+        list(read_users(bad_csv))
+    bad_jsonl = tmp_path / "bad.jsonl"
+    bad_jsonl.write_text('{"email": "a@example.com"}\n{oops\n')
+    with pytest.raises(UnreadableFile, match=r"bad.jsonl:2: not JSON"):
+        list(read_users(bad_jsonl))
+
+
+async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    users_file = tmp_path / "people.csv"
+    lines = ["email,role"] + [f"p{i}@example.com,member" for i in range(25)] + ["broken,member"]
+    users_file.write_text("\n".join(lines) + "\n")
+    env = worker_env(settings)
+    command = ["worker", "import", str(users_file), "--batch-size", "10", "--job-prefix"]
+    enqueued = run_module(*command, new_id("import"), env=env)  # the real CLI, briefly
+    assert enqueued.returncode == 0, enqueued.stderr
+    assert json.loads(enqueued.stdout) == {"jobs": 3, "users": 26}
+    await run_burst(settings)
+    assert len(await _users(engine)) == 25
+
+    waited = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", *command, new_id("import"), "--wait"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    await asyncio.sleep(1.0)
+    await run_burst(settings)
+    out, err = waited.communicate(timeout=60)
+    summary = json.loads(out)
+    assert (summary["unchanged"], summary["rejected"]) == (25, 1)
+    assert summary["rejections"] == [{"row": 26, "error": summary["rejections"][0]["error"]}]
+    assert "email: value is not a valid email address" in summary["rejections"][0]["error"]
+    assert "applying" in err  # the progress bar went to stderr
+
+
+def test_the_cli_refuses_a_bad_file_before_enqueueing(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name\nx\n")
+    done = run_module("worker", "import", str(bad), env=worker_env(settings))
+    assert done.returncode == 2
+    assert "the CSV header must name email and role" in done.stderr
+
+
+@pytest.mark.parametrize(("slots", "most_at_once"), [(1, 1), (3, 3)])
+async def test_bulk_jobs_write_a_few_at_a_time(
+    settings: Settings, engine: AsyncEngine, slots: int, most_at_once: int
+) -> None:
+    checked_out, peak = 0, 0
+
+    def checkout(*_: object) -> None:
+        nonlocal checked_out, peak
+        checked_out += 1
+        peak = max(peak, checked_out)
+
+    def checkin(*_: object) -> None:
+        nonlocal checked_out
+        checked_out -= 1
+
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
+    event.listen(engine.sync_engine.pool, "checkin", checkin)
+    ctx: JobContext = {
+        "settings": settings,
+        "session_factory": create_session_factory(engine),
+        "bulk_slots": asyncio.Semaphore(slots),
+    }
+    try:
+        results = await asyncio.gather(
+            *(
+                tasks.provision_users(
+                    {**ctx, "job_id": new_id(), "enqueue_time": datetime.now(UTC)},
+                    users=[{"email": f"slot{job}-{i}@example.com", "role": "member"} for i in range(200)],
+                )
+                for job in range(6)
+            )
+        )
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", checkout)
+        event.remove(engine.sync_engine.pool, "checkin", checkin)
+    assert [r["created"] for r in results] == [200] * 6
+    assert peak == most_at_once
