@@ -1,13 +1,10 @@
-"""Bulk provisioning: `provision_users` batches, file import, and the CLI."""
+"""Bulk provisioning: `provision_users` batches on a real worker in-process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
@@ -15,11 +12,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.ids import new_id
-from tests.support.processes import ROOT, run_module, worker_env
+from tests.support.queries import provisioned_users
 from tests.support.settings import make_settings
 from tests.support.worker_runner import run_burst
 from worker import tasks
-from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.client import ProvisioningClient
 from worker.db.session import create_session_factory
 from worker.jobs.serialization import JobFailed
@@ -28,14 +24,6 @@ from worker.runtime.context import JobContext
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")
-
-
-async def _users(engine: AsyncEngine) -> dict[str, tuple[str, bool, str | None]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
-        )
-        return {row.email: (row.role, row.is_active, row.hashed_password) for row in rows}
 
 
 async def _batch(redis: ArqRedis, settings: Settings, users: list[object]) -> dict[str, object]:
@@ -69,7 +57,7 @@ async def test_a_mixed_batch_applies_the_valid_entries_and_reports_the_rest(
     assert "role: Input should be 'admin', 'member' or 'viewer'" in errors[1]
     assert "password_hash: must be an argon2id PHC string" in errors[2]
     assert "hunter2-bulk" not in json.dumps(result)
-    assert await _users(engine) == {
+    assert await provisioned_users(engine) == {
         "a@example.com": ("admin", True, None),
         "b@example.com": ("viewer", True, password_hash),
     }
@@ -85,7 +73,7 @@ async def test_running_a_batch_again_changes_nothing_and_updates_what_differs(
     assert (first["created"], first["updated"], first["unchanged"]) == (50, 0, 0)
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 50)
     assert (changed["created"], changed["updated"], changed["unchanged"]) == (0, 1, 3)
-    assert len(await _users(engine)) == 50
+    assert len(await provisioned_users(engine)) == 50
 
 
 async def test_a_batch_reactivates_and_keeps_a_stored_password_when_none_is_given(
@@ -99,7 +87,7 @@ async def test_a_batch_reactivates_and_keeps_a_stored_password_when_none_is_give
         await conn.execute(text("UPDATE users SET is_active = false"))
     result = await _batch(redis, settings, [{"email": "r@example.com", "role": "member"}])
     assert result["updated"] == 1
-    assert await _users(engine) == {"r@example.com": ("member", True, password_hash)}
+    assert await provisioned_users(engine) == {"r@example.com": ("member", True, password_hash)}
 
 
 async def test_duplicates_and_case_variants_in_one_batch_are_rejected_after_the_first(
@@ -120,7 +108,7 @@ async def test_duplicates_and_case_variants_in_one_batch_are_rejected_after_the_
         {"index": 1, "error": "email: duplicate of entry 0"},
         {"index": 2, "error": "email: duplicate of entry 0"},
     ]
-    assert await _users(engine) == {
+    assert await provisioned_users(engine) == {
         "Dup@example.com": ("admin", True, None),
         "other@example.com": ("member", True, None),
     }
@@ -133,7 +121,7 @@ async def test_a_case_variant_of_an_existing_user_updates_it(
     result = await _batch(redis, settings, [{"email": "CASE@example.com", "role": "admin"}])
     assert (result["created"], result["updated"]) == (0, 1)
     # One user, spelled as the newest command spells it.
-    assert await _users(engine) == {"CASE@example.com": ("admin", True, None)}
+    assert await provisioned_users(engine) == {"CASE@example.com": ("admin", True, None)}
 
 
 async def test_the_maximum_batch_size_is_enforced_and_nothing_is_written(
@@ -156,7 +144,7 @@ async def test_the_maximum_batch_size_is_enforced_and_nothing_is_written(
     with pytest.raises(JobFailed, match=r"11 users in one batch, more than BULK_MAX_BATCH \(10\): split it"):
         await too_big.result(timeout=5)
     assert (await at_limit.result(timeout=5))["created"] == 10
-    assert len(await _users(engine)) == 10
+    assert len(await provisioned_users(engine)) == 10
 
 
 async def test_an_empty_or_shapeless_batch_fails_the_job(redis: ArqRedis, settings: Settings) -> None:
@@ -173,72 +161,6 @@ async def test_an_empty_or_shapeless_batch_fails_the_job(redis: ArqRedis, settin
         await empty.result(timeout=5)
     with pytest.raises(JobFailed, match="users: Input should be a valid list"):
         await shapeless.result(timeout=5)
-
-
-def test_read_users_from_csv_and_json_lines(tmp_path: Path) -> None:
-    csv_file = tmp_path / "users.csv"
-    csv_file.write_text("email,role,password_hash\na@example.com,admin,\nb@example.com,viewer,$argon2id$x\n")
-    jsonl = tmp_path / "users.jsonl"
-    jsonl.write_text(
-        '{"email": "c@example.com", "role": "member"}\n\n{"email": "d@example.com", "role": "admin"}\n'
-    )
-    assert list(read_users(csv_file)) == [
-        {"email": "a@example.com", "role": "admin"},
-        {"email": "b@example.com", "role": "viewer", "password_hash": "$argon2id$x"},
-    ]
-    assert [u["email"] for u in read_users(jsonl)] == ["c@example.com", "d@example.com"]
-    assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
-
-
-def test_unreadable_files_are_refused_clearly(tmp_path: Path) -> None:
-    bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_text("mail,role\nx,y\n")
-    with pytest.raises(UnreadableFile, match="the CSV header must name email and role"):
-        list(read_users(bad_csv))
-    bad_jsonl = tmp_path / "bad.jsonl"
-    bad_jsonl.write_text('{"email": "a@example.com"}\n{oops\n')
-    with pytest.raises(UnreadableFile, match=r"bad.jsonl:2: not JSON"):
-        list(read_users(bad_jsonl))
-
-
-async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
-    redis: ArqRedis, settings: Settings, engine: AsyncEngine, tmp_path: Path
-) -> None:
-    users_file = tmp_path / "people.csv"
-    lines = ["email,role"] + [f"p{i}@example.com,member" for i in range(25)] + ["broken,member"]
-    users_file.write_text("\n".join(lines) + "\n")
-    env = worker_env(settings)
-    command = ["worker", "import", str(users_file), "--batch-size", "10", "--job-prefix"]
-    enqueued = run_module(*command, new_id("import"), env=env)  # the real CLI, briefly
-    assert enqueued.returncode == 0, enqueued.stderr
-    assert json.loads(enqueued.stdout) == {"jobs": 3, "users": 26}
-    await run_burst(settings)
-    assert len(await _users(engine)) == 25
-
-    waited = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", *command, new_id("import"), "--wait"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    await asyncio.sleep(1.0)
-    await run_burst(settings)
-    out, err = waited.communicate(timeout=60)
-    summary = json.loads(out)
-    assert (summary["unchanged"], summary["rejected"]) == (25, 1)
-    assert summary["rejections"] == [{"row": 26, "error": summary["rejections"][0]["error"]}]
-    assert "email: value is not a valid email address" in summary["rejections"][0]["error"]
-    assert "applying" in err  # the progress bar went to stderr
-
-
-def test_the_cli_refuses_a_bad_file_before_enqueueing(settings: Settings, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.csv"
-    bad.write_text("name\nx\n")
-    done = run_module("worker", "import", str(bad), env=worker_env(settings))
-    assert done.returncode == 2
-    assert "the CSV header must name email and role" in done.stderr
 
 
 @pytest.mark.parametrize(("slots", "most_at_once"), [(1, 1), (3, 3)])

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.queries import provisioned_users
 from worker.db.session import SessionFactory
 from worker.jobs.stamps import CLOCK
 from worker.passwords.policy import hash_password
@@ -29,14 +30,6 @@ def provision(email: str, role: str, password_hash: str | None = None) -> UserCo
         "as_of": as_of,
         "job_id": f"job-{as_of}",
     }
-
-
-async def _rows(engine: AsyncEngine) -> dict[str, tuple[str, bool, str | None]]:
-    async with engine.connect() as conn:
-        result = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
-        )
-        return {r.email: (r.role, r.is_active, r.hashed_password) for r in result}
 
 
 async def test_concurrent_commands_each_get_their_own_outcome(
@@ -66,7 +59,7 @@ async def test_concurrent_commands_each_get_their_own_outcome(
     }
     assert {o.status for o in outcomes[3:]} == {"created"}
     assert len({o.user_id for o in outcomes}) == len(outcomes)
-    rows = await _rows(engine)
+    rows = await provisioned_users(engine)
     assert rows["new@example.com"] == ("admin", True, password_hash)
     assert rows["OLD@example.com"] == ("viewer", True, None)
     assert len(rows) == 23
@@ -89,7 +82,7 @@ async def test_every_function_joins_groups(committing_sessions: SessionFactory, 
     )
 
     assert [o.status for o in outcomes] == ["updated", "updated", "deleted", "pending"]
-    assert await _rows(engine) == {
+    assert await provisioned_users(engine) == {
         "a@example.com": ("admin", True, None),
         "b@example.com": ("viewer", False, None),
     }
@@ -104,7 +97,7 @@ async def test_the_same_email_twice_at_once_goes_into_two_groups(
         groups.apply(provision("TWIN@example.com", "admin")),
     )
     assert [o.status for o in outcomes] == ["created", "updated"]
-    assert await _rows(engine) == {"TWIN@example.com": ("admin", True, None)}
+    assert await provisioned_users(engine) == {"TWIN@example.com": ("admin", True, None)}
 
 
 async def test_a_group_that_fails_for_a_non_transient_reason_sends_its_jobs_to_run_alone(
@@ -123,7 +116,7 @@ async def test_a_group_that_fails_for_a_non_transient_reason_sends_its_jobs_to_r
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE users DROP CONSTRAINT no_bad"))
     assert all(isinstance(r, RunAlone) for r in results)
-    assert await _rows(engine) == {}
+    assert await provisioned_users(engine) == {}
 
 
 def _recording_writes(

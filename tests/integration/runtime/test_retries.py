@@ -1,27 +1,20 @@
-"""The failure taxonomy, shown with real failures from a real PostgreSQL, and the backoff."""
+"""The failure taxonomy, shown with real failures from a real PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 import pytest
-from arq.worker import Retry
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.support.settings import make_settings
-from tests.support.tcp_proxy import free_port
+from tests.support.contexts import job_context
 from worker import tasks
-from worker.db.session import create_engine, create_session_factory
-from worker.jobs.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound
+from worker.jobs.errors import InvalidPayload, StampRefused, UserNotFound
 from worker.jobs.stamps import MICROS, now_micros
-from worker.runtime.context import JobContext
-from worker.runtime.retries import backoff_delay, is_transient
+from worker.runtime.retries import is_transient
 
 
 @pytest.fixture
@@ -110,17 +103,6 @@ async def test_a_pool_timeout_is_transient(database_url: str) -> None:
     assert is_transient(failure.value)
 
 
-async def test_a_refused_connection_is_transient() -> None:
-    engine = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
-    try:
-        with pytest.raises(OSError, match=r"Connect call failed|Connection refused") as failure:
-            async with engine.connect():
-                pass
-    finally:
-        await engine.dispose()
-    assert is_transient(failure.value)
-
-
 async def test_prepared_statements_lost_behind_a_transaction_pooler_are_transient(probe: AsyncEngine) -> None:
     """What PgBouncer in transaction mode causes, produced for real: a statement name taken, or gone."""
     async with probe.connect() as conn:
@@ -150,52 +132,8 @@ async def test_constraint_violations_and_our_own_refusals_are_permanent(probe: A
     assert not is_transient(ValueError("x"))
 
 
-@pytest.mark.parametrize("job_try", range(1, 12))
-def test_backoff_grows_exponentially_within_its_cap_with_jitter(job_try: int) -> None:
-    rng = random.Random(job_try)
-    delays = [backoff_delay(job_try, base=1.0, cap=60.0, rng=rng) for _ in range(200)]
-    ceiling = min(60.0, 2.0 ** (job_try - 1))
-    assert all(ceiling / 2 <= d <= ceiling for d in delays)
-    assert len(set(delays)) > 100  # jittered, so retries of many jobs do not land together
-
-
-@asynccontextmanager
-async def _ctx(database_url: str, job_try: int, **overrides: object) -> AsyncIterator[JobContext]:
-    settings = make_settings(database_url, **overrides)
-    engine = create_engine(settings)
-    try:
-        yield {
-            "settings": settings,
-            "session_factory": create_session_factory(engine),
-            "job_id": "retry-test",
-            "enqueue_time": datetime.now(UTC),
-            "job_try": job_try,
-        }
-    finally:
-        await engine.dispose()
-
-
-async def test_a_task_turns_a_transient_failure_into_a_deferred_retry() -> None:
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"
-    async with _ctx(url, job_try=3, retry_base_delay=2.0, retry_max_delay=60.0) as ctx:
-        with pytest.raises(Retry) as retry:
-            await tasks.provision_user(ctx, email="r@example.com", role="member")
-    assert 4000 <= (retry.value.defer_score or 0) <= 8000  # try 3: 2 s * 2**2, jittered, in ms
-    assert isinstance(retry.value.__cause__, OSError)
-
-
-async def test_the_last_try_fails_with_the_reason_instead_of_retrying() -> None:
-    url = f"postgresql+asyncpg://postgres:pw-hidden@127.0.0.1:{free_port()}/x"
-    async with _ctx(url, job_try=10, max_tries=10) as ctx:
-        with pytest.raises(
-            GaveUp, match=r"gave up after 10 tries; last error ConnectionRefusedError"
-        ) as gave_up:
-            await tasks.provision_user(ctx, email="r@example.com", role="member")
-    assert "pw-hidden" not in str(gave_up.value)
-
-
 async def test_a_permanent_failure_is_raised_as_is(database_url: str) -> None:
     a_year_ago = now_micros() - 365 * 24 * 3600 * MICROS
-    async with _ctx(database_url, job_try=1) as ctx:
+    async with job_context(database_url, job_try=1) as ctx:
         with pytest.raises(StampRefused, match="older than TOMBSTONE_RETENTION"):
             await tasks.set_user_role(ctx, email="none@example.com", role="admin", as_of=a_year_ago)
