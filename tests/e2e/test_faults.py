@@ -13,7 +13,9 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import pytest
 from arq.connections import ArqRedis
@@ -105,7 +107,7 @@ class Tally:
         records = await results(redis, job_ids)
         succeeded = [r for r in records if r is not None and r["s"] is True]
         rows, distinct_rows = await user_counts(engine)
-        rerun = sum(1 for r in succeeded if int(r["t"]) > 1)  # type: ignore[call-overload]
+        rerun = sum(1 for r in succeeded if cast("int", r["t"]) > 1)
         return cls(len(job_ids), len(succeeded), rerun, rows, distinct_rows, len(emails) - distinct_rows)
 
     def __str__(self) -> str:
@@ -130,7 +132,7 @@ async def test_sigkill_mid_burst_loses_and_doubles_nothing(
     try:
         for threshold in (300, 1100):  # SIGKILL twice, each time with jobs in flight
             await wait_until(
-                lambda t=threshold: _users_at_least(engine, t), within=60, what=f"{threshold} users"
+                partial(_users_at_least, engine, threshold), within=60, what=f"{threshold} users"
             )
             worker.send_signal(signal.SIGKILL)
             worker.wait()
@@ -288,7 +290,7 @@ async def _survives_outages(
     try:
         for threshold in (300, 800):
             await wait_until(
-                lambda t=threshold: _users_at_least(engine, t), within=60, what=f"{threshold} users"
+                partial(_users_at_least, engine, threshold), within=60, what=f"{threshold} users"
             )
             done.append(await cause())
             assert worker.poll() is None, "the worker exited during the outage"

@@ -219,7 +219,7 @@ async def test_a_sentinel_failover_mid_burst_loses_nothing_and_the_worker_follow
 
         async def replicated(redis: ArqRedis) -> None:
             # Replication is asynchronous: make sure the queue reached the replica before the crash.
-            assert await redis.execute_command("WAIT", 1, 5000) == 1
+            assert await redis.execute_command("WAIT", 1, 5000) == 1  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
         async def fail_over(worker: subprocess.Popen[bytes]) -> None:
             killed_at = time.monotonic()

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import make_url, text
@@ -89,7 +90,7 @@ async def _round_trip(settings: Settings) -> bytes | None:
     try:
         key = new_id("tls")
         await redis.set(key, b"over tls", px=10_000)
-        return await redis.get(key)
+        return cast("bytes | None", await redis.get(key))
     finally:
         await redis.aclose(close_connection_pool=True)
 

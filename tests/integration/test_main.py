@@ -31,12 +31,12 @@ async def test_startup_at_head_builds_the_session_factory(database_url: str, red
     try:
         async with ctx["session_factory"]() as session:
             assert await session.scalar(text("SELECT count(*) FROM users")) is not None
-        assert ctx["engine"].pool.checkedin() == 3  # opened at startup (DB_POOL_WARM), ready for jobs
+        assert ctx["engine"].pool.checkedin() == 3  # type: ignore[attr-defined]  # opened at startup (DB_POOL_WARM), ready for jobs
         assert gc.get_freeze_count() > 0  # what startup built is kept out of full collections
     finally:
         gc.unfreeze()
         await shutdown(ctx)
-    assert ctx["engine"].pool.checkedin() == 0  # disposed: the pooled connections are closed
+    assert ctx["engine"].pool.checkedin() == 0  # type: ignore[attr-defined]  # disposed: the pooled connections are closed
 
 
 async def test_startup_refuses_an_empty_database(empty_database_url: str) -> None:
@@ -94,7 +94,7 @@ async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest
     try:
         with caplog.at_level(logging.WARNING, logger="worker.runtime.wiring"):
             await _warm_pool(engine, 3)  # the pool has room for one: the other two time out
-        assert engine.pool.checkedin() == 1
+        assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # QueuePool's, not Pool's
     finally:
         await engine.dispose()
     assert "opened 1 of 3 database connections at startup (TimeoutError)" in caplog.text

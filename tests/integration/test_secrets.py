@@ -11,6 +11,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from arq.connections import ArqRedis
@@ -47,7 +48,8 @@ def sealing_settings(database_url: str, seal_key: str) -> Settings:
 
 async def _stored_hash(engine: AsyncEngine, email: str) -> str | None:
     async with engine.connect() as conn:
-        return await conn.scalar(text("SELECT hashed_password FROM users WHERE email = :e"), {"e": email})
+        stored = await conn.scalar(text("SELECT hashed_password FROM users WHERE email = :e"), {"e": email})
+        return cast("str | None", stored)
 
 
 async def _user_count(engine: AsyncEngine) -> int:
@@ -68,9 +70,9 @@ async def _redis_dump(redis: ArqRedis) -> tuple[int, int, bytes]:
         elif kind == "zset":
             dump.extend(member for member, _ in await redis.zrange(key, 0, -1, withscores=True))
         elif kind == "hash":
-            dump.extend(b"".join(pair) for pair in (await redis.hgetall(key)).items())
+            dump.extend(b"".join(pair) for pair in (await redis.hgetall(key)).items())  # type: ignore[misc]
         elif kind == "list":
-            dump.extend(await redis.lrange(key, 0, -1))
+            dump.extend(await redis.lrange(key, 0, -1))  # type: ignore[misc]
     return len(keys), results, b"\n".join(dump)
 
 
@@ -128,7 +130,7 @@ async def test_canary_password_appears_nowhere_on_any_path(
             "et": now_ms,
         }
     )
-    await redis.execute_command(
+    await redis.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
         "EVAL",
         ENQUEUE_LUA,
         3,

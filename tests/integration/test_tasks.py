@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -106,7 +107,7 @@ async def test_a_hand_written_json_job_from_raw_redis_commands(
         f'"t": null, "et": {now_ms}}}'
     )
     if script == "eval":
-        added = await redis.execute_command(
+        added = await redis.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
             "EVAL",
             ENQUEUE_LUA,
             3,
@@ -135,7 +136,7 @@ async def test_a_hand_written_json_job_from_raw_redis_commands(
     assert await _users(engine) == [("raw@example.com", "viewer", True, None)]
 
 
-BAD_PAYLOADS = {
+BAD_PAYLOADS: dict[str, tuple[str, list[object], dict[str, Any], str]] = {
     "invalid email": (
         "provision_user",
         [],

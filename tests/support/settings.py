@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from tests.support.ids import RUN_ID
 from worker.settings import Settings
@@ -12,9 +13,9 @@ from worker.settings import Settings
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-def make_settings(database_url: str, **overrides: object) -> Settings:
+def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test: its own database, Redis db index and queue; no `.env` read."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": TEST_REDIS_URL,
         "queue_name": f"t{RUN_ID}:{uuid.uuid4().hex[:8]}:queue",
@@ -22,4 +23,4 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "log_format": "off",  # in-process workers leave pytest's log capture alone
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)

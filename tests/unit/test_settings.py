@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -11,8 +13,8 @@ from worker.runtime.redis_connection import SentinelSettings
 from worker.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, mask_url
 
 
-def _settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def _settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,11 +53,11 @@ def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (redis.host, redis.port, redis.database, redis.password) == ("cache", 6380, 2, "redispw")
 
 
-def test_read_from_a_dotenv_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_read_from_a_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAX_TRIES", raising=False)
     env_file = tmp_path / ".env"
     env_file.write_text("MAX_TRIES=9\n")
-    assert Settings(_env_file=env_file).max_tries == 9  # type: ignore[call-arg]
+    assert Settings(_env_file=env_file).max_tries == 9
 
 
 def test_secrets_are_masked_everywhere_they_print() -> None:
@@ -98,23 +100,23 @@ def test_mask_url_never_returns_a_password() -> None:
 
 
 def test_migrations_refuse_a_transaction_pooler_without_a_direct_url() -> None:
-    pooled = Settings(_env_file=None, database_pooler="pgbouncer")  # type: ignore[call-arg]
+    pooled = Settings(_env_file=None, database_pooler="pgbouncer")
     with pytest.raises(ValueError, match="set MIGRATION_DATABASE_URL to a direct PostgreSQL URL"):
         _ = pooled.migration_url
-    direct = Settings(  # type: ignore[call-arg]
+    direct = Settings(
         _env_file=None, database_pooler="pgbouncer", migration_database_url="postgresql://u:secret@db:5432/p"
     )
     assert direct.migration_url == "postgresql+asyncpg://u:secret@db:5432/p"
-    assert Settings(_env_file=None).migration_url == Settings(_env_file=None).database_url.get_secret_value()  # type: ignore[call-arg]
+    assert Settings(_env_file=None).migration_url == Settings(_env_file=None).database_url.get_secret_value()
 
 
 def test_tombstones_must_outlive_failure_records() -> None:
     with pytest.raises(ValueError, match=r"TOMBSTONE_RETENTION .* must be longer than FAILED_JOB_RETENTION"):
-        Settings(_env_file=None, tombstone_retention=3600, failed_job_retention=7200)  # type: ignore[call-arg]
+        Settings(_env_file=None, tombstone_retention=3600, failed_job_retention=7200)
 
 
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         redis_url="rediss+sentinel://app:s3cret@10.0.0.1:26379,[::1]:26380/queue-master/2",
         redis_sentinel_password="sentinel-pw",
@@ -147,4 +149,4 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_db() -> None:
 )
 def test_a_bad_sentinel_url_says_what_shape_is_expected(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        Settings(_env_file=None, redis_url=url)  # type: ignore[call-arg]
+        Settings(_env_file=None, redis_url=url)

@@ -50,10 +50,10 @@ async def test_counters_match_what_happened(settings: Settings, redis: ArqRedis,
     try:
         for job in good:
             await job.result(timeout=30)
-        for job in [*bad, missing]:
-            assert job is not None
+        for failing in [*bad, missing]:
+            assert failing is not None
             with pytest.raises(JobFailed):
-                await job.result(timeout=30)
+                await failing.result(timeout=30)
         await asyncio.sleep(1.5)  # one health beat refreshes the queue-depth and pool gauges
         metrics = await asyncio.to_thread(_scrape, port)
     finally:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from worker.db.models import Role, User
 from worker.passwords.policy import hash_password
@@ -181,7 +181,7 @@ async def test_purge_removes_only_rows_that_are_no_user_and_entirely_older(
     assert list(remaining) == ["new@example.com", "old@example.com", "user@example.com"]
 
 
-async def test_repository_never_commits(engine, users: UserRepository) -> None:  # type: ignore[no-untyped-def]
+async def test_repository_never_commits(engine: AsyncEngine, users: UserRepository) -> None:
     await users.create_user(email="uncommitted@example.com", role=Role.MEMBER)
     # A second connection sees nothing: the row only lives in the test's open transaction.
     async with engine.connect() as other:
