@@ -345,7 +345,7 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
 
 @asynccontextmanager
 async def _through_pgbouncer(url: str) -> AsyncIterator[str]:
-    """`url` by way of a private PgBouncer in transaction mode (tests/servers.py starts it)."""
+    """`url` by way of a private PgBouncer in transaction mode (tests/support/servers.py starts it)."""
     with tempfile.TemporaryDirectory() as logs, pgbouncer(Path(logs), pool_size=20) as port:
         yield make_url(url).set(port=port).render_as_string(hide_password=False)
 

@@ -1,6 +1,6 @@
 """Fault tests with real worker processes: SIGKILL, SIGTERM, PostgreSQL restarts, failing hooks.
 
-PostgreSQL is restarted on a private cluster (tests/servers.py), never the shared one.
+PostgreSQL is restarted on a private cluster (tests/support/servers.py), never the shared one.
 
 Each test prints its figures (run with `-s` to see them): jobs, kills, restarts, reruns, lost and
 duplicated counts.

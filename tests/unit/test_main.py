@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.contexts import start_and_stop
-from worker.db.migrations import head_revisions
 from worker.main import StartupError, WorkerSettings, shutdown, startup, worker_settings
 from worker.settings import Settings
-
-HEAD = ", ".join(sorted(head_revisions()))
 
 
 async def test_startup_refuses_an_unreachable_database_without_showing_the_password() -> None:
