@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psql-free database creation: DATABASE_URL (or the default) names the database to create.
 DB_TOOL := $(BIN)/python -m worker.db.create
 
-.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test test-arq-compat lint format lock clean bench
+.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test test-unit test-arq-compat lint format lock clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ db-check: install  ## fail if the models and the migrations disagree
 test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database)
 	$(BIN)/pytest
 
+test-unit: install  ## the unit tier only: no PostgreSQL, no Redis, a few seconds
+	$(BIN)/pytest tests/unit
+
 test-arq-compat: install  ## ARQ's own test suite (pinned version) against our worker, on a private redis-server
 	$(BIN)/python -m tests.arq_compat
 
@@ -56,7 +59,7 @@ bench: install  ## benchmarks (own databases and Redis keys); table to stdout an
 lint: install  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy worker bench
+	$(BIN)/mypy worker bench tests
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -31,7 +31,7 @@ from sqlalchemy import make_url
 
 from bench import hashing
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
-from tests.servers import pgbouncer
+from tests.support.servers import pgbouncer
 from worker.client import ProvisioningClient, connect_redis
 from worker.jobs.serialization import deserialize, serialize
 from worker.settings import Settings, get_settings
@@ -357,7 +357,7 @@ async def measure(jobs: int, batch: int, bulk_batches: int, latency_seconds: flo
 
 @asynccontextmanager
 async def _through_pgbouncer(url: str) -> AsyncIterator[str]:
-    """`url` by way of a private PgBouncer in transaction mode (tests/servers.py starts it)."""
+    """`url` by way of a private PgBouncer in transaction mode (tests/support/servers.py starts it)."""
     with tempfile.TemporaryDirectory() as logs, pgbouncer(Path(logs), pool_size=20) as port:
         yield make_url(url).set(port=port).render_as_string(hide_password=False)
 

@@ -19,7 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from tests.servers import private_redis
+from tests.support.servers import private_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".arq-compat"

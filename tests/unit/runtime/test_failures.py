@@ -1,0 +1,95 @@
+"""Failed-job records on fakeredis: security events first, erasure by email."""
+
+from __future__ import annotations
+
+from arq.connections import ArqRedis
+
+from tests.unit.conftest import FAKE_QUEUE
+from worker.runtime.failures import (
+    ARGUMENTS_LIMIT,
+    MESSAGE_LIMIT,
+    erase_failures,
+    failed_jobs,
+    failed_key,
+    record_failure,
+)
+
+QUEUE = FAKE_QUEUE
+
+
+async def _fail(redis: ArqRedis, job_id: str, function: str, email: str, *, security: bool = False) -> None:
+    await record_failure(
+        redis,
+        QUEUE,
+        job_id=job_id,
+        function=function,
+        job_try=1,
+        error_type="GaveUp",
+        message="m",
+        arguments={"email": email, "as_of": 1_795_000_000_000_000},
+        retention=3600,
+        security=security,
+    )
+
+
+async def test_failed_deactivations_and_deletions_are_listed_first(fake_redis: ArqRedis) -> None:
+    await _fail(fake_redis, "old-delete", "delete_user", "a@example.com", security=True)
+    await _fail(fake_redis, "provision", "provision_user", "b@example.com")
+    await _fail(fake_redis, "new-deactivate", "deactivate_user", "c@example.com", security=True)
+    await _fail(fake_redis, "newest-provision", "provision_user", "d@example.com")
+
+    listed = await failed_jobs(fake_redis, QUEUE)
+
+    assert [f["job_id"] for f in listed] == ["new-deactivate", "old-delete", "newest-provision", "provision"]
+    assert [f["security"] for f in listed] == [True, True, False, False]
+    assert listed[0]["arguments"]["as_of"] == 1_795_000_000_000_000  # the stamp is kept for retry
+
+
+async def test_erasing_an_email_removes_only_its_records(fake_redis: ArqRedis) -> None:
+    await _fail(fake_redis, "one", "delete_user", "Ada@example.com")
+    await _fail(fake_redis, "two", "set_user_role", "ada@example.com")
+    await _fail(fake_redis, "other", "set_user_role", "bob@example.com")
+
+    assert await erase_failures(fake_redis, QUEUE, "ADA@example.com") == 2
+
+    assert [f["job_id"] for f in await failed_jobs(fake_redis, QUEUE)] == ["other"]
+    assert await erase_failures(fake_redis, QUEUE, "nobody@example.com") == 0
+
+
+async def test_huge_arguments_are_kept_as_their_size_and_digest(fake_redis: ArqRedis) -> None:
+    huge = {"email": "x" * 5_000_000, "role": "admin"}
+    await record_failure(
+        fake_redis,
+        QUEUE,
+        job_id="huge",
+        function="provision_user",
+        job_try=1,
+        error_type="InvalidPayload",
+        message="m" * 100_000,
+        arguments=huge,
+        retention=3600,
+    )
+    (record,) = await failed_jobs(fake_redis, QUEUE)
+    assert record["arguments"] == {}
+    assert record["arguments_omitted"]["bytes"] > 5_000_000
+    assert len(record["arguments_omitted"]["sha256"]) == 64
+    assert len(record["message"]) == MESSAGE_LIMIT + 1
+    assert len(await fake_redis.get(failed_key(QUEUE, "huge"))) < ARGUMENTS_LIMIT
+
+
+async def test_arguments_under_the_limit_are_kept_whole(fake_redis: ArqRedis) -> None:
+    users = [{"email": f"u{n}@example.com", "role": "member"} for n in range(500)]  # about 20 KB
+    await record_failure(
+        fake_redis,
+        QUEUE,
+        job_id="batch",
+        function="provision_users",
+        job_try=1,
+        error_type="GaveUp",
+        message="m",
+        arguments={"users": users},
+        retention=3600,
+    )
+    (record,) = await failed_jobs(fake_redis, QUEUE)
+    assert record["arguments"] == {"users": users}
+    assert "arguments_omitted" not in record
