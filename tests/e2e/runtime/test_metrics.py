@@ -73,5 +73,6 @@ async def test_counters_match_what_happened(settings: Settings, redis: ArqRedis,
     assert value("provisioning_security_failures_total", function="provision_user") == 0
     assert value("provisioning_job_duration_seconds_count", function="provision_user") == 8
     assert value("provisioning_jobs_in_progress") == 0
-    assert value("provisioning_queue_depth") == 0
+    # The 9 jobs are gone from the queue; a maintenance cron job may be queued or running at the beat.
+    assert value("provisioning_queue_depth") <= 1
     assert value("provisioning_db_pool_checked_out") == 0
