@@ -21,7 +21,7 @@ from worker import tasks
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.client import ProvisioningClient
 from worker.db.session import create_session_factory
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.passwords.policy import hash_password
 from worker.runtime.context import JobContext
 from worker.settings import Settings

@@ -14,7 +14,7 @@ from tests.conftest import new_id
 from tests.processes import start_worker, stop
 from tests.tcp_proxy import free_port
 from worker.client import ProvisioningClient
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]

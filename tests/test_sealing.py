@@ -8,7 +8,8 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from worker.passwords.sealing import KeyRing, SealedPasswordRefused, new_seal_key, seal_password
+from worker.jobs.errors import SealedPasswordRefused
+from worker.passwords.sealing import KeyRing, new_seal_key, seal_password
 
 DAY = 24 * 3600
 

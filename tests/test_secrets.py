@@ -25,7 +25,7 @@ from tests.test_tasks import ENQUEUE_LUA
 from tests.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.models import Role
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.passwords.hashing import PasswordHashing
 from worker.passwords.policy import DEFAULT_POLICY, hash_password, verify_password
 from worker.passwords.sealing import new_seal_key, seal_password

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(
                     f"SEAL_KEYS key #{position} is not a Fernet key (32 bytes, URL-safe base64): "
-                    'make one with `python -m worker new-seal-key`'
+                    "make one with `python -m worker new-seal-key`"
                 ) from None
         return value
 

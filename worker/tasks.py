@@ -13,7 +13,14 @@ from arq.worker import Retry
 from pydantic import SecretStr
 
 from worker.db.session import db_session
-from worker.jobs.errors import GaveUp, InvalidPayload, StampRefused, UserNotFound, first_line
+from worker.jobs.errors import (
+    GaveUp,
+    InvalidPayload,
+    SealedPasswordRefused,
+    StampRefused,
+    UserNotFound,
+    first_line,
+)
 from worker.jobs.payloads import (
     BulkUser,
     DeactivateUser,
@@ -28,7 +35,6 @@ from worker.jobs.payloads import (
 )
 from worker.jobs.stamps import MICROS, Stamp, check_stamp, now_micros
 from worker.passwords.hashing import UnsealedPassword
-from worker.passwords.sealing import SealedPasswordRefused
 from worker.repositories.user import ExpiredIntent
 from worker.runtime import metrics
 from worker.runtime.context import JobContext, WorkerContext
@@ -156,7 +162,7 @@ async def _attempt(
         job_try = ctx.get("job_try", 1)
         reason = f"{type(error).__name__}: {first_line(error)}"
         if job_try >= settings.max_tries:
-            raise GaveUp(f"{function}: gave up after {job_try} tries; last error {reason}") from None
+            raise GaveUp(function=function, tries=job_try, last_error=reason) from None
         delay = backoff_delay(job_try, base=settings.retry_base_delay, cap=settings.retry_max_delay)
         logger.warning(
             "job %s %s try %d hit a transient error (%s); retrying in %.2fs",
@@ -254,7 +260,8 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
     if len(command.users) > limit:
         raise InvalidPayload(
             f"provision_users: {len(command.users)} users in one batch, more than BULK_MAX_BATCH "
-            f"({limit}): split it"
+            f"({limit}): split it",
+            function=function,
         )
     stamp = job_stamp(ctx, function, command.as_of)
     valid, rejected = await parse_bulk_entries(command.users)  # before taking a connection
@@ -302,16 +309,15 @@ async def expire_intents(ctx: WorkerContext) -> JobResult:
 
     async def report(expired: list[ExpiredIntent]) -> None:
         for intent in expired:
+            error = UserNotFound(email=intent.email, role=intent.role, window=settings.intent_window)
             await record_failure(
                 ctx["redis"],
                 settings.queue_name,
                 job_id=intent.job_id,
-                function="set_user_role",
+                function=error.function,
                 job_try=1,
-                error_type=UserNotFound.__name__,
-                message=f"set_user_role: no user with email {intent.email} was provisioned within "
-                f"INTENT_WINDOW ({settings.intent_window}s), so the role was not applied: check the email, "
-                "provision the user, then retry this job (--as-of now to make it the newest command)",
+                error_type=type(error).__name__,
+                message=str(error),
                 arguments={"email": intent.email, "role": intent.role, "as_of": intent.as_of},
                 retention=settings.failed_job_retention,
             )

@@ -21,11 +21,10 @@ from rich.table import Table
 
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
-from worker.client import DuplicateJob, ProvisioningClient, connect_redis
+from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import create_engine, create_session_factory, db_session
-from worker.jobs.errors import InvalidPayload
+from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
 from worker.jobs.payloads import PAYLOADS
-from worker.jobs.serialization import JobFailed
 from worker.jobs.stamps import CLOCK
 from worker.passwords.sealing import new_seal_key
 from worker.repositories.audit import change_record

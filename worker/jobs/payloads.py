@@ -165,12 +165,15 @@ def parse_payload(
     """Validate a job's arguments against `model`, or raise `InvalidPayload` naming every problem."""
     if args:
         raise InvalidPayload(
-            f'{function}: takes keyword arguments only (JSON field "k"), got {len(args)} positional'
+            f'{function}: takes keyword arguments only (JSON field "k"), got {len(args)} positional',
+            function=function,
         )
     try:
         return model.model_validate(dict(kwargs))
     except ValidationError as error:
-        raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None
+        raise InvalidPayload(
+            f"{function}: invalid payload: {describe_validation_error(error)}", function=function
+        ) from None
 
 
 _BULK_USER = TypeAdapter(BulkUser)

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from worker.jobs.errors import PermanentJobError
-
-
-class SealedPasswordRefused(PermanentJobError):
-    """A sealed password that cannot be opened: tampered, under an unknown key, or too old."""
+from worker.jobs.errors import SealedPasswordRefused
 
 
 def new_seal_key() -> str:

@@ -8,7 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 
-from worker.jobs.errors import PermanentJobError
+from worker.jobs.errors import PermanentJobError, TransientError
 
 # PostgreSQL SQLSTATEs that mean "try again": the same statement can succeed on a later attempt.
 TRANSIENT_SQLSTATES = frozenset(
@@ -47,10 +47,6 @@ def is_redis_unreachable(error: BaseException) -> bool:
 
 
 _jitter = random.Random()  # noqa: S311 - spreading retries out, not cryptography
-
-
-class TransientError(Exception):
-    """A failure of ours that is worth retrying (a race that a fresh attempt resolves)."""
 
 
 def is_transient(error: BaseException) -> bool:

@@ -10,21 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from worker.jobs.errors import ConcurrentChange
 from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
 from worker.jobs.stamps import Stamp
 from worker.passwords.hashing import DesiredPassword
 from worker.repositories.user import Applied, UserCommand
-from worker.runtime.retries import TransientError
 from worker.services.outcome import BatchOutcome, Status, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
 # A command comes back `raced` when another transaction inserted its email's first row meanwhile;
 # the next attempt finds and locks that row. More rounds than this mean something else is wrong.
 MAX_ROUNDS = 3
-
-
-class ConcurrentChange(TransientError):
-    """Another job changed this user under us in a way a fresh run resolves (it is retried)."""
 
 
 def user_command(
@@ -92,7 +88,9 @@ async def apply_commands(uow: UnitOfWork, commands: Sequence[UserCommand]) -> li
             if not todo:
                 await uow.commit()
                 return [outcome for outcome in outcomes if outcome is not None]
-    raise ConcurrentChange(f"{len(todo)} command(s) kept racing other transactions for their row")
+    raise ConcurrentChange(
+        f"{len(todo)} command(s) kept racing other transactions for their row", raced=len(todo)
+    )
 
 
 async def apply_command(uow: UnitOfWork, command: UserCommand) -> UserOutcome:
@@ -116,7 +114,9 @@ async def provision_users(
                 totals[position] += count
             todo = [todo[index] for index in counts.raced]
         else:
-            raise ConcurrentChange(f"{len(todo)} batch entries kept racing other transactions for their row")
+            raise ConcurrentChange(
+                f"{len(todo)} batch entries kept racing other transactions for their row", raced=len(todo)
+            )
         await uow.commit()
     created, updated, unchanged, superseded = totals
     return BatchOutcome(
