@@ -6,8 +6,10 @@ import time
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
 
 from worker.jobs.errors import SealedPasswordRefused
+from worker.passwords.hashing import PasswordHashing, UnsealedPassword
 
 
 def new_seal_key() -> str:
@@ -52,3 +54,13 @@ class KeyRing:
             return password.decode()
         except UnicodeDecodeError:
             raise SealedPasswordRefused("password_sealed holds bytes that are not UTF-8 text") from None
+
+
+def unseal_password(sealed: str, *, key_ring: KeyRing | None, hashing: PasswordHashing) -> UnsealedPassword:
+    """The password a job sent sealed, to be stored hashed; `SealedPasswordRefused` if it cannot be opened."""
+    if key_ring is None:
+        raise SealedPasswordRefused(
+            "provision_user: this worker holds no SEAL_KEYS, so it cannot open password_sealed: "
+            "configure the same SEAL_KEYS as the enqueuer"
+        )
+    return UnsealedPassword(SecretStr(key_ring.unseal(sealed)), hashing)
