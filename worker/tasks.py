@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from worker.db.session import db_session
 from worker.jobs.errors import InvalidPayload, StampRefused, UserNotFound
 from worker.jobs.payloads import (
     BulkUser,
@@ -33,7 +30,7 @@ from worker.runtime.group_commit import RunAlone
 from worker.runtime.job_run import JobResult, check_window, job_stamp, run_job
 from worker.services import maintenance, users
 from worker.services.outcome import BatchOutcome, UserOutcome
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import open_unit_of_work
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
         password = unseal_password(
             command.password_sealed, key_ring=ctx.get("key_ring"), hashing=ctx["hashing"]
         )
-        async with _unit_of_work(ctx) as uow:
+        async with open_unit_of_work(ctx["session_factory"]) as uow:
             password_hash = await users.password_to_store(uow, command.email, password)
     user_command = users.user_command(function, command, stamp, hashed_password=password_hash)
     groups = ctx.get("command_groups")
@@ -79,7 +76,7 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
             return await groups.apply(user_command)  # the group's session, not one of our own
         except RunAlone:
             pass
-    async with _unit_of_work(ctx) as uow:
+    async with open_unit_of_work(ctx["session_factory"]) as uow:
         return await users.apply_command(uow, user_command)
 
 
@@ -95,7 +92,7 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
     valid, rejected = await parse_bulk_entries(command.users)  # before taking a connection
     valid = _entries_in_window(ctx, valid, rejected)
     # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
-    async with ctx["bulk_slots"], _unit_of_work(ctx) as uow:
+    async with ctx["bulk_slots"], open_unit_of_work(ctx["session_factory"]) as uow:
         return await users.provision_users(uow, users.bulk_commands(valid, stamp), rejected)
 
 
@@ -118,13 +115,6 @@ def _entries_in_window(
             kept.append((index, user))
     rejected.sort(key=lambda rejection: int(str(rejection["index"])))
     return kept
-
-
-@asynccontextmanager
-async def _unit_of_work(ctx: WorkerContext) -> AsyncIterator[UnitOfWork]:
-    """A unit of work over a session of its own from the worker's factory, closed afterwards."""
-    async with db_session(ctx["session_factory"]) as session:
-        yield UnitOfWork(session)
 
 
 # Housekeeping, run by ARQ's cron (one worker per scheduled run): each stays well inside JOB_TIMEOUT.
@@ -150,7 +140,7 @@ async def expire_intents(ctx: WorkerContext) -> JobResult:
                 retention=settings.failed_job_retention,
             )
 
-    async with _unit_of_work(ctx) as uow:
+    async with open_unit_of_work(ctx["session_factory"]) as uow:
         expired = await maintenance.expire_intents(uow, report, window=settings.intent_window)
     if expired:
         logger.warning(
@@ -165,13 +155,13 @@ async def purge_expired(ctx: WorkerContext) -> JobResult:
     loop = asyncio.get_running_loop()
     budget = settings.job_timeout * HOUSEKEEPING_SHARE / 2
     tombstones = await maintenance.purge_tombstones(
-        lambda: _unit_of_work(ctx),
+        lambda: open_unit_of_work(ctx["session_factory"]),
         older_than=now_micros() - settings.tombstone_retention * MICROS,
         deadline=loop.time() + budget,
         clock=loop.time,
     )
     audit = await maintenance.purge_audit(
-        lambda: _unit_of_work(ctx),
+        lambda: open_unit_of_work(ctx["session_factory"]),
         retention=settings.audit_retention,
         deadline=loop.time() + budget,
         clock=loop.time,

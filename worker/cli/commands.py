@@ -22,7 +22,7 @@ from rich.table import Table
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
 from worker.client import ProvisioningClient, connect_redis
-from worker.db.session import create_engine, create_session_factory, db_session
+from worker.db.session import create_engine, create_session_factory
 from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
 from worker.jobs.payloads import PAYLOADS
 from worker.jobs.stamps import CLOCK
@@ -31,7 +31,7 @@ from worker.repositories.audit import change_record
 from worker.runtime.failures import erase_failures, failed_job, failed_jobs
 from worker.runtime.health import check_health
 from worker.services import maintenance
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork, open_unit_of_work
 from worker.settings import Settings, get_settings
 
 
@@ -314,11 +314,11 @@ async def _wait(job: Job, wait_seconds: float) -> int:
 
 
 @asynccontextmanager
-async def _unit_of_work(settings: Settings) -> AsyncIterator[UnitOfWork]:
+async def _unit_of_work(settings: Settings) -> AsyncIterator[SqlAlchemyUnitOfWork]:
     engine = create_engine(settings)
     try:
-        async with db_session(create_session_factory(engine)) as session:
-            yield UnitOfWork(session)
+        async with open_unit_of_work(create_session_factory(engine)) as uow:
+            yield uow
     finally:
         await engine.dispose()
 
