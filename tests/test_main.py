@@ -18,9 +18,9 @@ from tests.conftest import make_settings, migrate
 from tests.processes import run_module, worker_env
 from tests.tcp_proxy import TcpProxy
 from worker.db.migrations import alembic_config, head_revisions
-from worker.main import StartupError, WorkerSettings, shutdown, startup, worker_settings
+from worker.main import WorkerSettings
 from worker.runtime.context import WorkerContext
-from worker.runtime.wiring import _warm_pool
+from worker.runtime.wiring import StartupError, _warm_pool, shutdown, startup, worker_settings
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ class ScriptedUsers:
     batches: deque[AppliedCounts] = field(default_factory=deque)
     asked: list[list[str]] = field(default_factory=list)
 
-    async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+    async def get_user_by_email(self, email: str) -> User | None:
         return None
 
     async def apply(self, commands: Sequence[UserCommand]) -> list[Applied]:

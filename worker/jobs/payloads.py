@@ -183,7 +183,7 @@ BULK_SLICE = 250
 
 
 async def parse_bulk_entries(
-    entries: Sequence[Any], *, slice_size: int = BULK_SLICE
+    entries: Sequence[Any],
 ) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
     """Validate each batch entry: (index, entry) for the valid ones, and {index, error} for the rest.
 
@@ -193,10 +193,10 @@ async def parse_bulk_entries(
     """
     parsed: list[tuple[int, BulkUser]] = []
     problems: list[tuple[int, str]] = []
-    for start in range(0, len(entries), slice_size):
+    for start in range(0, len(entries), BULK_SLICE):
         if start:
             await asyncio.sleep(0)
-        part = entries[start : start + slice_size]
+        part = entries[start : start + BULK_SLICE]
         try:  # the usual case, all valid: one call for the whole slice
             parsed += enumerate(_BULK_USERS.validate_python(part), start)
         except ValidationError:

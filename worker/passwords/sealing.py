@@ -25,13 +25,12 @@ def seal_password(password: str, key: str) -> str:
 
 
 class KeyRing:
-    """The keys a worker accepts; the first also seals. Rotation: add the new key in front."""
+    """The keys a worker accepts (enqueuers seal with the first). Rotation: add the new key in front."""
 
     def __init__(self, keys: Sequence[str], *, max_age: int) -> None:
         if not keys:
             raise ValueError("a key ring needs at least one key")
         self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
-        self.primary = keys[0]
         self.max_age = max_age
 
     def unseal(self, token: str) -> str:

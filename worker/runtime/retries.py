@@ -72,7 +72,7 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def backoff_delay(job_try: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def backoff_delay(job_try: int, *, base: float, cap: float) -> float:
     """Seconds to wait before try `job_try + 1`: exponential, capped, with jitter in [½, 1] of it."""
     ceiling = min(cap, base * 2.0 ** max(job_try - 1, 0))
-    return ceiling * (rng or _jitter).uniform(0.5, 1.0)
+    return ceiling * _jitter.uniform(0.5, 1.0)

@@ -24,7 +24,7 @@ from worker.repositories.user import Applied, AppliedCounts, ExpiredIntent, User
 class Users(Protocol):
     """The user queries the services run (`UserRepository` on PostgreSQL)."""
 
-    async def get_user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+    async def get_user_by_email(self, email: str) -> User | None:
         """The provisioned user with this email in any letter case, or None."""
         ...
 
