@@ -11,7 +11,9 @@ from typing import Any, Self
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
+from worker.jobs.errors import DuplicateJob as DuplicateJob  # what callers of enqueue() catch
 from worker.jobs.errors import InvalidPayload
+from worker.jobs.errors import JobFailed as JobFailed  # what Job.result() raises for a failed job
 from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
 from worker.jobs.serialization import deserialize, serialize
 from worker.jobs.stamps import CLOCK
@@ -32,10 +34,6 @@ async def connect_redis(settings: Settings) -> ArqRedis:
         job_deserializer=deserialize,
         default_queue_name=settings.queue_name,
     )
-
-
-class DuplicateJob(Exception):
-    """A job with this id is queued, running, or has a stored result already."""
 
 
 class ProvisioningClient:
@@ -137,7 +135,9 @@ class ProvisioningClient:
         """
         model = PAYLOADS.get(function)
         if model is None:
-            raise InvalidPayload(f"unknown job function {function!r}: expected one of {', '.join(PAYLOADS)}")
+            raise InvalidPayload(
+                f"unknown job function {function!r}: expected one of {', '.join(PAYLOADS)}", function=function
+            )
         arguments["as_of"] = CLOCK.now() if as_of is None else as_of
         given = {name: value for name, value in arguments.items() if value is not None}
         payload = parse_payload(model, function, (), given).model_dump(mode="json", exclude_none=True)
@@ -163,7 +163,7 @@ class ProvisioningClient:
                 return job
             if uncertain and (ours or await self._queued_as(job_id, function, payload)):
                 return self.job(job_id)  # our own earlier attempt made it
-            raise DuplicateJob(f"job {job_id} already exists: pick another id, or wait for its result")
+            raise DuplicateJob(job_id)
 
     async def _queued_as(self, job_id: str, function: str, payload: dict[str, Any]) -> bool:
         """True if the job with this id is this very command (an earlier attempt of ours)."""

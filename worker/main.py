@@ -13,10 +13,10 @@ import asyncio
 import arq.worker
 
 from worker.runtime.arq_worker import ProvisioningWorker
-from worker.runtime.wiring import StartupError, shutdown, startup, worker_settings
+from worker.runtime.wiring import worker_settings
 from worker.settings import get_settings
 
-__all__ = ["StartupError", "WorkerSettings", "shutdown", "startup", "worker_settings"]
+__all__ = ["WorkerSettings"]
 
 
 def _use_uvloop() -> None:

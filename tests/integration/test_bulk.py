@@ -18,7 +18,7 @@ from tests.support.worker_runner import run_burst
 from worker import tasks
 from worker.client import ProvisioningClient
 from worker.db.session import create_session_factory
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.passwords.policy import hash_password
 from worker.runtime.context import JobContext
 from worker.settings import Settings

@@ -17,9 +17,8 @@ from tests.support.databases import migrate
 from tests.support.settings import make_settings
 from tests.support.tcp_proxy import TcpProxy
 from worker.db.migrations import alembic_config, head_revisions
-from worker.main import StartupError, shutdown, startup
 from worker.runtime.context import WorkerContext
-from worker.runtime.wiring import _warm_pool
+from worker.runtime.wiring import StartupError, _warm_pool, shutdown, startup
 
 HEAD = ", ".join(sorted(head_revisions()))
 

@@ -27,7 +27,7 @@ from tests.support.settings import make_settings
 from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.models import Role
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.passwords.policy import hash_password, verify_password
 from worker.passwords.sealing import new_seal_key, seal_password
 from worker.repositories.user import UserRepository

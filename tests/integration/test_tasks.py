@@ -16,7 +16,7 @@ from tests.support.ids import new_id
 from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.passwords.policy import hash_password
 from worker.settings import Settings
 

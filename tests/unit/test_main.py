@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.contexts import start_and_stop
-from worker.main import StartupError, WorkerSettings, shutdown, startup, worker_settings
+from worker.main import WorkerSettings
+from worker.runtime.wiring import StartupError, shutdown, startup, worker_settings
 from worker.settings import Settings
 
 

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,25 +21,28 @@ from rich.table import Table
 
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
-from worker.client import DuplicateJob, ProvisioningClient, connect_redis
-from worker.db.session import create_engine, create_session_factory, db_session
-from worker.jobs.errors import InvalidPayload
+from worker.client import ProvisioningClient, connect_redis
+from worker.db.session import create_engine, create_session_factory
+from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
 from worker.jobs.payloads import PAYLOADS
-from worker.jobs.serialization import JobFailed
 from worker.jobs.stamps import CLOCK
 from worker.passwords.sealing import new_seal_key
 from worker.repositories.audit import change_record
 from worker.runtime.failures import erase_failures, failed_job, failed_jobs
 from worker.runtime.health import check_health
 from worker.services import maintenance
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork, open_unit_of_work
 from worker.settings import Settings, get_settings
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+"""A subcommand: runs with the parsed options, returns the exit status."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m worker", description="Provisioning worker tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     enqueue = commands.add_parser("enqueue", help="enqueue a job (see docs/jobs.md)")
+    enqueue.set_defaults(handler=_enqueue)
     functions = enqueue.add_subparsers(dest="function", required=True, metavar="FUNCTION")
     for name, model in PAYLOADS.items():
         sub = functions.add_parser(name, help=(model.__doc__ or "").strip().splitlines()[0])
@@ -63,18 +66,22 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="exit 0 only if a live worker serves the queue and the database is at head"
     )
     health.add_argument("--json", action="store_true", help="print the findings as JSON")
+    health.set_defaults(handler=_health)
     status = commands.add_parser(
         "status", help="queue depth, deferred and running jobs, live workers, recent failures"
     )
     status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
     job = commands.add_parser("job", help="one job's state, tries, and result or error")
     job.add_argument("job_id")
     job.add_argument("--json", action="store_true")
+    job.set_defaults(handler=_job)
     failed = commands.add_parser(
         "failed", help="failed jobs, newest first (kept FAILED_JOB_RETENTION seconds)"
     )
     failed.add_argument("--limit", type=int, default=50)
     failed.add_argument("--json", action="store_true")
+    failed.set_defaults(handler=_failed)
     retry = commands.add_parser(
         "retry", help="enqueue a failed job again: same arguments and stamp (as_of), new id"
     )
@@ -88,10 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "now: make it the newest command for its user",
     )
     retry.add_argument("--json", action="store_true")
+    retry.set_defaults(handler=_retry)
     history = commands.add_parser("history", help="the audit trail of one email, oldest command first")
     history.add_argument("email")
     history.add_argument("--limit", type=int, default=1000)
     history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=_history)
     erase = commands.add_parser(
         "erase",
         help="remove an email from tombstones, intents, the audit trail and failed-job records "
@@ -99,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     erase.add_argument("email")
     erase.add_argument("--json", action="store_true")
+    erase.set_defaults(handler=_erase)
     commands.add_parser(
         "new-seal-key", help="print a new Fernet key for SEAL_KEYS (the first key seals, all keys open)"
-    )
+    ).set_defaults(handler=_new_seal_key)
     bulk = commands.add_parser("import", help="provision the users in a CSV or JSON-lines file, in batches")
     bulk.add_argument("file", type=Path, help="CSV (header: email,role[,password_hash]) or .jsonl")
     bulk.add_argument("--batch-size", type=int, help="users per provision_users job (default BULK_MAX_BATCH)")
@@ -112,67 +122,86 @@ def _parser() -> argparse.ArgumentParser:
     )
     bulk.add_argument("--wait", action="store_true", help="wait for every batch and print the totals")
     bulk.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
+    bulk.set_defaults(handler=_import)
     return parser
 
 
-async def _inspect(options: argparse.Namespace) -> int:
+async def _status(options: argparse.Namespace) -> int:
     settings = get_settings()
-    console = Console()
     async with ProvisioningClient.connect(settings) as client:
-        redis = client.redis
-        if options.command == "status":
-            data: Any = await queue_status(redis, settings)
-            if not options.json:
-                table = Table(title=f"queue {data['queue']}")
-                for name in ("queued", "deferred", "in_progress", "live_workers"):
-                    table.add_column(name.replace("_", " "), justify="right")
-                table.add_row(*(str(data[n]) for n in ("queued", "deferred", "in_progress", "live_workers")))
-                console.print(table)
-                console.print(_failures_table(data["recent_failures"], "recent failures"))
-        elif options.command == "job":
-            data = await job_report(redis, settings, options.job_id)
-            if not options.json:
-                for key, value in data.items():
-                    console.print(f"[bold]{key}[/bold]: {value}")
-        elif options.command == "failed":
-            data = await failed_jobs(redis, settings.queue_name, limit=options.limit)
-            if not options.json:
-                console.print(_failures_table(data, f"failed jobs on {settings.queue_name}"))
-        else:  # retry
-            failure = await failed_job(redis, settings.queue_name, options.job_id)
-            if failure is None:
-                print(
-                    f"error: no failed job {options.job_id} is kept (FAILED_JOB_RETENTION)", file=sys.stderr
-                )
-                return 2
-            if failure.get("password_dropped"):
-                print(
-                    f"error: job {options.job_id} carried a password, which is never kept: "
-                    "enqueue it again from its source",
-                    file=sys.stderr,
-                )
-                return 2
-            omitted = failure.get("arguments_omitted")
-            if omitted:
-                print(
-                    f"error: job {options.job_id}'s arguments ({omitted['bytes']} bytes, sha256 "
-                    f"{omitted['sha256'][:16]}…) were too large to keep: enqueue it again from its source",
-                    file=sys.stderr,
-                )
-                return 2
-            arguments = dict(failure["arguments"])
-            if options.as_of == "now":
-                arguments["as_of"] = CLOCK.now()
-            try:
-                new = await client.enqueue(failure["function"], job_id=options.new_job_id, **arguments)
-            except (InvalidPayload, DuplicateJob) as error:
-                print(f"error: cannot retry: {error}", file=sys.stderr)
-                return 2
-            data = {"retried": options.job_id, "job_id": new.job_id, "function": failure["function"]}
-            if not options.json:
-                print(f"enqueued {failure['function']} again as job {new.job_id} (was {options.job_id})")
+        data = await queue_status(client.redis, settings)
     if options.json:
         print(json.dumps(data, sort_keys=True, default=str))
+        return 0
+    table = Table(title=f"queue {data['queue']}")
+    for name in ("queued", "deferred", "in_progress", "live_workers"):
+        table.add_column(name.replace("_", " "), justify="right")
+    table.add_row(*(str(data[n]) for n in ("queued", "deferred", "in_progress", "live_workers")))
+    console = Console()
+    console.print(table)
+    console.print(_failures_table(data["recent_failures"], "recent failures"))
+    return 0
+
+
+async def _job(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    async with ProvisioningClient.connect(settings) as client:
+        data = await job_report(client.redis, settings, options.job_id)
+    if options.json:
+        print(json.dumps(data, sort_keys=True, default=str))
+        return 0
+    console = Console()
+    for key, value in data.items():
+        console.print(f"[bold]{key}[/bold]: {value}")
+    return 0
+
+
+async def _failed(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    async with ProvisioningClient.connect(settings) as client:
+        data = await failed_jobs(client.redis, settings.queue_name, limit=options.limit)
+    if options.json:
+        print(json.dumps(data, sort_keys=True, default=str))
+    else:
+        Console().print(_failures_table(data, f"failed jobs on {settings.queue_name}"))
+    return 0
+
+
+async def _retry(options: argparse.Namespace) -> int:
+    settings = get_settings()
+    async with ProvisioningClient.connect(settings) as client:
+        failure = await failed_job(client.redis, settings.queue_name, options.job_id)
+        if failure is None:
+            print(f"error: no failed job {options.job_id} is kept (FAILED_JOB_RETENTION)", file=sys.stderr)
+            return 2
+        if failure.get("password_dropped"):
+            print(
+                f"error: job {options.job_id} carried a password, which is never kept: "
+                "enqueue it again from its source",
+                file=sys.stderr,
+            )
+            return 2
+        omitted = failure.get("arguments_omitted")
+        if omitted:
+            print(
+                f"error: job {options.job_id}'s arguments ({omitted['bytes']} bytes, sha256 "
+                f"{omitted['sha256'][:16]}…) were too large to keep: enqueue it again from its source",
+                file=sys.stderr,
+            )
+            return 2
+        arguments = dict(failure["arguments"])
+        if options.as_of == "now":
+            arguments["as_of"] = CLOCK.now()
+        try:
+            new = await client.enqueue(failure["function"], job_id=options.new_job_id, **arguments)
+        except (InvalidPayload, DuplicateJob) as error:
+            print(f"error: cannot retry: {error}", file=sys.stderr)
+            return 2
+    if options.json:
+        data = {"retried": options.job_id, "job_id": new.job_id, "function": failure["function"]}
+        print(json.dumps(data, sort_keys=True, default=str))
+    else:
+        print(f"enqueued {failure['function']} again as job {new.job_id} (was {options.job_id})")
     return 0
 
 
@@ -315,11 +344,11 @@ async def _wait(job: Job, wait_seconds: float) -> int:
 
 
 @asynccontextmanager
-async def _unit_of_work(settings: Settings) -> AsyncIterator[UnitOfWork]:
+async def _unit_of_work(settings: Settings) -> AsyncIterator[SqlAlchemyUnitOfWork]:
     engine = create_engine(settings)
     try:
-        async with db_session(create_session_factory(engine)) as session:
-            yield UnitOfWork(session)
+        async with open_unit_of_work(create_session_factory(engine)) as uow:
+            yield uow
     finally:
         await engine.dispose()
 
@@ -379,22 +408,13 @@ async def _erase(options: argparse.Namespace) -> int:
     return 0
 
 
+async def _new_seal_key(options: argparse.Namespace) -> int:
+    print(new_seal_key())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     options = _parser().parse_args(argv)
-    if options.command == "enqueue":
-        return asyncio.run(_enqueue(options))
-    if options.command == "import":
-        return asyncio.run(_import(options))
-    if options.command == "health":
-        return asyncio.run(_health(options))
-    if options.command in {"status", "job", "failed", "retry"}:
-        return asyncio.run(_inspect(options))
-    if options.command == "history":
-        return asyncio.run(_history(options))
-    if options.command == "erase":
-        return asyncio.run(_erase(options))
-    if options.command == "new-seal-key":
-        print(new_seal_key())
-        return 0
-    raise AssertionError(f"unhandled command {options.command}")  # argparse rejects others first
+    handler: Handler = options.handler
+    return asyncio.run(handler(options))

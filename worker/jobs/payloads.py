@@ -31,6 +31,7 @@ from worker.passwords.policy import (
 )
 
 RoleName = Literal["admin", "member", "viewer"]
+"""The `Role` enum's values, as a type strict pydantic and mypy can check (tests/test_roles.py ties them)."""
 
 
 def _argon2id(value: str) -> str:
@@ -165,12 +166,15 @@ def parse_payload(
     """Validate a job's arguments against `model`, or raise `InvalidPayload` naming every problem."""
     if args:
         raise InvalidPayload(
-            f'{function}: takes keyword arguments only (JSON field "k"), got {len(args)} positional'
+            f'{function}: takes keyword arguments only (JSON field "k"), got {len(args)} positional',
+            function=function,
         )
     try:
         return model.model_validate(dict(kwargs))
     except ValidationError as error:
-        raise InvalidPayload(f"{function}: invalid payload: {describe_validation_error(error)}") from None
+        raise InvalidPayload(
+            f"{function}: invalid payload: {describe_validation_error(error)}", function=function
+        ) from None
 
 
 _BULK_USER = TypeAdapter(BulkUser)
@@ -181,7 +185,7 @@ never wait long for the loop, big enough that one pydantic call covers many entr
 
 
 async def parse_bulk_entries(
-    entries: Sequence[Any], *, slice_size: int = BULK_SLICE
+    entries: Sequence[Any],
 ) -> tuple[list[tuple[int, BulkUser]], list[dict[str, object]]]:
     """Validate each batch entry: (index, entry) for the valid ones, and {index, error} for the rest.
 
@@ -191,10 +195,10 @@ async def parse_bulk_entries(
     """
     parsed: list[tuple[int, BulkUser]] = []
     problems: list[tuple[int, str]] = []
-    for start in range(0, len(entries), slice_size):
+    for start in range(0, len(entries), BULK_SLICE):
         if start:
             await asyncio.sleep(0)
-        part = entries[start : start + slice_size]
+        part = entries[start : start + BULK_SLICE]
         try:  # the usual case, all valid: one call for the whole slice
             parsed += enumerate(_BULK_USERS.validate_python(part), start)
         except ValidationError:

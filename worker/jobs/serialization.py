@@ -8,14 +8,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-
-class JobFailed(Exception):
-    """A failed job's error as stored in Redis, rebuilt for `Job.result()` to raise."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}" if message else error_type)
-        self.error_type = error_type
-        self.message = message
+from worker.jobs.errors import JobFailed
 
 
 def describe_exception(exc: BaseException) -> dict[str, str]:

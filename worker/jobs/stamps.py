@@ -77,6 +77,7 @@ def check_stamp(as_of: int, *, now: int, max_skew: float, retention: float, func
         raise StampRefused(
             f"{function}: as_of is {ahead:.0f}s ahead of this worker's clock, more than MAX_CLOCK_SKEW "
             f"({max_skew:g}s): fix the enqueuer's clock (NTP), then send the command again",
+            function=function,
             as_of=as_of,
         )
     if as_of < now - int(retention * MICROS):
@@ -84,6 +85,7 @@ def check_stamp(as_of: int, *, now: int, max_skew: float, retention: float, func
         raise StampRefused(
             f"{function}: as_of is {age:.0f}s old, older than TOMBSTONE_RETENTION ({retention:g}s), so it "
             "can no longer be ordered against deletes: send it again with a current as_of",
+            function=function,
             as_of=as_of,
         )
 

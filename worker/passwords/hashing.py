@@ -17,7 +17,6 @@ class PasswordHashing:
 
     def __init__(self, policy: PasswordPolicy, *, threads: int) -> None:
         self.policy = policy
-        self.threads = threads
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
 
     async def hash(self, password: SecretStr) -> str:

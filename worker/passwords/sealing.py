@@ -6,12 +6,10 @@ import time
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
 
-from worker.jobs.errors import PermanentJobError
-
-
-class SealedPasswordRefused(PermanentJobError):
-    """A sealed password that cannot be opened: tampered, under an unknown key, or too old."""
+from worker.jobs.errors import SealedPasswordRefused
+from worker.passwords.hashing import PasswordHashing, UnsealedPassword
 
 
 def new_seal_key() -> str:
@@ -27,13 +25,12 @@ def seal_password(password: str, key: str) -> str:
 
 
 class KeyRing:
-    """The keys a worker accepts; the first also seals. Rotation: add the new key in front."""
+    """The keys a worker accepts (enqueuers seal with the first). Rotation: add the new key in front."""
 
     def __init__(self, keys: Sequence[str], *, max_age: int) -> None:
         if not keys:
             raise ValueError("a key ring needs at least one key")
         self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
-        self.primary = keys[0]
         self.max_age = max_age
 
     def unseal(self, token: str) -> str:
@@ -56,3 +53,13 @@ class KeyRing:
             return password.decode()
         except UnicodeDecodeError:
             raise SealedPasswordRefused("password_sealed holds bytes that are not UTF-8 text") from None
+
+
+def unseal_password(sealed: str, *, key_ring: KeyRing | None, hashing: PasswordHashing) -> UnsealedPassword:
+    """The password a job sent sealed, to be stored hashed; `SealedPasswordRefused` if it cannot be opened."""
+    if key_ring is None:
+        raise SealedPasswordRefused(
+            "provision_user: this worker holds no SEAL_KEYS, so it cannot open password_sealed: "
+            "configure the same SEAL_KEYS as the enqueuer"
+        )
+    return UnsealedPassword(SecretStr(key_ring.unseal(sealed)), hashing)

@@ -39,6 +39,3 @@ class JobContext(WorkerContext, total=False):
     job_try: int
     enqueue_time: datetime
     score: int
-    job_started: float
-    job_outcome: str
-    job_error_type: str

@@ -19,12 +19,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from worker.db.session import SessionFactory, db_session
+from worker.db.session import SessionFactory
 from worker.repositories.user import UserCommand
 from worker.runtime import metrics
 from worker.runtime.retries import is_transient
 from worker.services.outcome import UserOutcome
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import open_unit_of_work
 from worker.services.users import apply_commands
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ class CommandGroups:
 
     async def _write(self, group: list[_Waiting]) -> None:
         try:
-            async with db_session(self._session_factory) as session:
-                outcomes = await apply_commands(UnitOfWork(session), [w.command for w in group])
+            async with open_unit_of_work(self._session_factory) as uow:
+                outcomes = await apply_commands(uow, [w.command for w in group])
         except Exception as error:
             transient = is_transient(error)
             if not transient:

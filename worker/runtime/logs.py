@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.runtime.job_run import JobRun
 
 _JOB_START = "%6.2fs → %s(%s)%s"  # arq.worker's "job started" line: delay, job_id:function, args, try
 _JOB_FAILED = "%6.2fs ! %s failed, %s: %s"  # arq.worker's "job failed" line: …, error type, error text
@@ -115,20 +117,17 @@ def configure_logging(log_format: str) -> None:
 job_logger = logging.getLogger("worker.jobs")
 
 
-def log_job_event(ctx: Mapping[str, object], function: str) -> None:
+def log_job_event(run: JobRun) -> None:
     """The one line per finished job: id, function, try, outcome, duration, error type (no arguments)."""
-    started = ctx.get("job_started")
     event: dict[str, object] = {
         "event": "job",
-        "job_id": ctx.get("job_id"),
-        "function": function,
-        "try": ctx.get("job_try"),
-        "outcome": ctx.get("job_outcome", "unknown"),
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2)
-        if isinstance(started, float)
-        else None,
+        "job_id": run.job_id,
+        "function": run.function,
+        "try": run.job_try,
+        "outcome": run.ending,
+        "duration_ms": round(run.seconds * 1000, 2),
     }
-    if ctx.get("job_error_type"):
-        event["error_type"] = ctx["job_error_type"]
-    level = logging.WARNING if event["outcome"] == "failed" else logging.INFO
-    job_logger.log(level, "job %s %s", event["outcome"], function, extra={"event": event})
+    if run.error_type:
+        event["error_type"] = run.error_type
+    level = logging.WARNING if run.ending == "failed" else logging.INFO
+    job_logger.log(level, "job %s %s", run.ending, run.function, extra={"event": event})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from worker.runtime.job_run import JobRun
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -58,14 +60,13 @@ def serve(port: int) -> Any:
     return server
 
 
-def record_job(ctx: Mapping[str, object], function: str, seconds: float) -> None:
-    """Count one finished task run by its outcome."""
-    outcome = ctx.get("job_outcome")
-    error_type = str(ctx.get("job_error_type") or "")
-    JOB_DURATION.labels(function).observe(seconds)
-    if outcome == "succeeded":
-        JOBS_SUCCEEDED.labels(function).inc()
-    elif outcome == "retried":
-        JOBS_RETRIED.labels(function, error_type).inc()
-    elif outcome == "failed":
-        JOBS_FAILED.labels(function, error_type).inc()
+def record_job(run: JobRun) -> None:
+    """Count one finished task run by how it ended."""
+    error_type = run.error_type or ""
+    JOB_DURATION.labels(run.function).observe(run.seconds)
+    if run.ending == "succeeded":
+        JOBS_SUCCEEDED.labels(run.function).inc()
+    elif run.ending == "retried":
+        JOBS_RETRIED.labels(run.function, error_type).inc()
+    elif run.ending == "failed":
+        JOBS_FAILED.labels(run.function, error_type).inc()

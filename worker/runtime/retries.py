@@ -8,7 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 
-from worker.jobs.errors import PermanentJobError
+from worker.jobs.errors import PermanentJobError, TransientError
 
 # PostgreSQL SQLSTATEs that mean "try again": the same statement can succeed on a later attempt.
 TRANSIENT_SQLSTATES = frozenset(
@@ -49,10 +49,6 @@ def is_redis_unreachable(error: BaseException) -> bool:
 _jitter = random.Random()  # noqa: S311 - spreading retries out, not cryptography
 
 
-class TransientError(Exception):
-    """A failure of ours that is worth retrying (a race that a fresh attempt resolves)."""
-
-
 def is_transient(error: BaseException) -> bool:
     """True if running the job again later may succeed: lost connections, restarts, races, timeouts."""
     if isinstance(error, PermanentJobError):
@@ -76,7 +72,7 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def backoff_delay(job_try: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def backoff_delay(job_try: int, *, base: float, cap: float) -> float:
     """Seconds to wait before try `job_try + 1`: exponential, capped, with jitter in [½, 1] of it."""
     ceiling = min(cap, base * 2.0 ** max(job_try - 1, 0))
-    return ceiling * (rng or _jitter).uniform(0.5, 1.0)
+    return ceiling * _jitter.uniform(0.5, 1.0)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from worker.jobs.errors import ConcurrentChange
 from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
 from worker.jobs.stamps import Stamp
 from worker.passwords.hashing import DesiredPassword
 from worker.repositories.user import Applied, UserCommand
-from worker.runtime.retries import TransientError
 from worker.services.outcome import BatchOutcome, Status, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
@@ -23,39 +23,35 @@ from worker.services.unit_of_work import UnitOfWork
 MAX_ROUNDS = 3
 
 
-class ConcurrentChange(TransientError):
-    """Another job changed this user under us in a way a fresh run resolves (it is retried)."""
-
-
 def user_command(
-    function: str, payload: UserRef, stamp: Stamp, *, hashed_password: str | None = None
+    function: str, user: UserRef | BulkUser, stamp: Stamp, *, hashed_password: str | None = None
 ) -> UserCommand:
-    """The merge statement's command for a single-user job's validated payload."""
+    """The merge statement's command for one validated user: a single-user job's payload, or a batch entry.
+
+    A batch entry keeps its own as_of when it has one; otherwise the command takes the job's stamp.
+    `hashed_password`, when given, replaces the payload's own hash (a sealed password, hashed).
+    """
+    role: str | None
+    if isinstance(user, UserRef):
+        email, as_of = user.email, stamp.as_of
+        role = user.role if isinstance(user, UserWithRole) else None
+        given_hash = user.password_hash if isinstance(user, ProvisionUser) else None
+    else:
+        email, role, as_of = user["email"], user["role"], user.get("as_of") or stamp.as_of
+        given_hash = user.get("password_hash")
     return {
-        "email": payload.email,
+        "email": email,
         "function": function,
-        "role": payload.role if isinstance(payload, UserWithRole) else None,
-        "hashed_password": hashed_password
-        if hashed_password is not None
-        else (payload.password_hash if isinstance(payload, ProvisionUser) else None),
-        "as_of": stamp.as_of,
+        "role": role,
+        "hashed_password": hashed_password if hashed_password is not None else given_hash,
+        "as_of": as_of,
         "job_id": stamp.job_id,
     }
 
 
 def bulk_commands(entries: Sequence[tuple[int, BulkUser]], stamp: Stamp) -> list[UserCommand]:
-    """The commands of a `provision_users` batch: each entry with its own as_of, else the batch's stamp."""
-    return [
-        {
-            "email": user["email"],
-            "function": "provision_users",
-            "role": user["role"],
-            "hashed_password": user.get("password_hash"),
-            "as_of": user.get("as_of") or stamp.as_of,
-            "job_id": stamp.job_id,
-        }
-        for _, user in entries
-    ]
+    """The commands of a `provision_users` batch, in entry order."""
+    return [user_command("provision_users", user, stamp) for _, user in entries]
 
 
 async def password_to_store(uow: UnitOfWork, email: str, password: DesiredPassword) -> str:
@@ -92,7 +88,9 @@ async def apply_commands(uow: UnitOfWork, commands: Sequence[UserCommand]) -> li
             if not todo:
                 await uow.commit()
                 return [outcome for outcome in outcomes if outcome is not None]
-    raise ConcurrentChange(f"{len(todo)} command(s) kept racing other transactions for their row")
+    raise ConcurrentChange(
+        f"{len(todo)} command(s) kept racing other transactions for their row", raced=len(todo)
+    )
 
 
 async def apply_command(uow: UnitOfWork, command: UserCommand) -> UserOutcome:
@@ -116,7 +114,9 @@ async def provision_users(
                 totals[position] += count
             todo = [todo[index] for index in counts.raced]
         else:
-            raise ConcurrentChange(f"{len(todo)} batch entries kept racing other transactions for their row")
+            raise ConcurrentChange(
+                f"{len(todo)} batch entries kept racing other transactions for their row", raced=len(todo)
+            )
         await uow.commit()
     created, updated, unchanged, superseded = totals
     return BatchOutcome(

@@ -18,7 +18,7 @@ from tests.support.processes import ROOT, start_worker, stop, wait_until, worker
 from worker import tasks
 from worker.client import ProvisioningClient
 from worker.db.session import create_session_factory
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.runtime.context import WorkerContext
 from worker.runtime.failures import failed_key, record_failure
 from worker.settings import Settings

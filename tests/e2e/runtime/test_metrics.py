@@ -14,7 +14,7 @@ from tests.support.ids import new_id
 from tests.support.processes import start_worker, stop
 from tests.support.tcp_proxy import free_port
 from worker.client import ProvisioningClient
-from worker.jobs.serialization import JobFailed
+from worker.jobs.errors import JobFailed
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]

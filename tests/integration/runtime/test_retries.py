@@ -128,7 +128,7 @@ async def test_constraint_violations_and_our_own_refusals_are_permanent(probe: A
     assert not is_transient(duplicate.value)
     assert not is_transient(syntax.value)
     assert not is_transient(InvalidPayload("x"))
-    assert not is_transient(UserNotFound("x"))
+    assert not is_transient(UserNotFound(email="x@example.com", role="admin", window=60))
     assert not is_transient(ValueError("x"))
 
 

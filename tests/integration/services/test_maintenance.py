@@ -14,7 +14,7 @@ from worker.db.session import SessionFactory
 from worker.jobs.stamps import MICROS, now_micros
 from worker.runtime.context import WorkerContext
 from worker.services import maintenance, users
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWork
 from worker.settings import Settings
 
 DAY = 24 * 3600
@@ -23,7 +23,7 @@ DAY = 24 * 3600
 async def _apply(sessions: SessionFactory, function: str, email: str, as_of: int) -> None:
     async with sessions() as session:
         await users.apply_command(
-            UnitOfWork(session),
+            SqlAlchemyUnitOfWork(session),
             {
                 "email": email,
                 "function": function,
@@ -73,7 +73,7 @@ async def test_a_purge_stops_at_its_deadline_and_the_next_run_carries_on(
     @asynccontextmanager
     async def new_uow() -> AsyncIterator[UnitOfWork]:
         async with committing_sessions() as session:
-            yield UnitOfWork(session)
+            yield SqlAlchemyUnitOfWork(session)
 
     cutoff = now - 30 * DAY * MICROS
     assert (

@@ -17,7 +17,7 @@ from worker.repositories.audit import AuditRepository, change_record
 from worker.repositories.user import UserCommand
 from worker.services import users
 from worker.services.outcome import UserOutcome
-from worker.services.unit_of_work import UnitOfWork
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 
 HASH_A = hash_password("first passphrase")
 HASH_B = hash_password("second passphrase")
@@ -43,7 +43,7 @@ def as_user_command(command: Command) -> UserCommand:
 
 
 async def run(session: AsyncSession, command: Command) -> UserOutcome:
-    return await users.apply_command(UnitOfWork(session), as_user_command(command))
+    return await users.apply_command(SqlAlchemyUnitOfWork(session), as_user_command(command))
 
 
 async def states(session: AsyncSession) -> dict[str, State]:
@@ -224,7 +224,7 @@ async def test_a_batch_counts_superseded_entries(db_session: AsyncSession) -> No
     await run(db_session, c("delete_user", "b1@example.com", 5))
     await run(db_session, c("provision_user", "b2@example.com", 5, "admin"))
     batch = [as_user_command(c("provision_users", f"b{i}@example.com", 3, "member")) for i in range(1, 5)]
-    outcome = await users.provision_users(UnitOfWork(db_session), batch, rejected=[])
+    outcome = await users.provision_users(SqlAlchemyUnitOfWork(db_session), batch, rejected=[])
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (2, 0, 0, 2)
 
 
@@ -232,7 +232,7 @@ async def test_a_failing_unit_of_work_writes_nothing(db_session: AsyncSession) -
     too_long = "x" * 400 + "@example.com"  # longer than the column: PostgreSQL refuses the insert
     with pytest.raises(Exception, match="value too long"):
         await users.apply_commands(
-            UnitOfWork(db_session),
+            SqlAlchemyUnitOfWork(db_session),
             [
                 as_user_command(c("provision_user", "ok@example.com", 1, "admin")),
                 as_user_command(c("provision_user", too_long, 1, "admin")),

@@ -9,6 +9,7 @@ import pytest
 
 from worker.jobs.errors import InvalidPayload
 from worker.jobs.payloads import (
+    BULK_SLICE,
     PAYLOADS,
     DeleteUser,
     ProvisionUser,
@@ -97,21 +98,16 @@ def test_every_function_has_a_model_and_set_user_role_needs_a_role() -> None:
 
 
 async def test_batch_slices_keep_indexes_and_find_duplicates_across_slices() -> None:
-    entries = [
-        {"email": "a@example.com", "role": "admin"},
-        {"email": "not-an-email", "role": "admin"},
-        {"email": "b@example.com", "role": "viewer"},
-        {"email": "A@Example.com", "role": "member"},  # a duplicate of entry 0, in another slice
-        {"email": "c@example.com", "role": "owner"},
-        {"email": "d@example.com", "role": "member"},
-    ]
-    valid, rejected = await parse_bulk_entries(entries, slice_size=2)
-    assert [(index, user["email"]) for index, user in valid] == [
-        (0, "a@example.com"),
-        (2, "b@example.com"),
-        (5, "d@example.com"),
-    ]
-    assert [r["index"] for r in rejected] == [1, 3, 4]
+    entries = [{"email": f"u{i}@example.com", "role": "member"} for i in range(2 * BULK_SLICE + 2)]
+    bad = {1: "not-an-email", BULK_SLICE + 1: "U0@Example.com"}  # the second duplicates entry 0
+    for index, email in bad.items():
+        entries[index]["email"] = email
+    entries[2 * BULK_SLICE]["role"] = "owner"
+    valid, rejected = await parse_bulk_entries(entries)
+    rejected_indexes = [1, BULK_SLICE + 1, 2 * BULK_SLICE]
+    assert [index for index, _ in valid] == [i for i in range(len(entries)) if i not in rejected_indexes]
+    assert [user["email"] for _, user in valid[:2]] == ["u0@example.com", "u2@example.com"]
+    assert [r["index"] for r in rejected] == rejected_indexes
     assert rejected[1]["error"] == "email: duplicate of entry 0"
 
 
@@ -127,11 +123,11 @@ async def test_a_big_batch_lets_other_tasks_run_while_it_is_validated() -> None:
     other = asyncio.create_task(other_job())
     await asyncio.sleep(0)
     before = ticks
-    entries = [{"email": f"u{i}@example.com", "role": "member"} for i in range(10)]
-    valid, _ = await parse_bulk_entries(entries, slice_size=2)
+    entries = [{"email": f"u{i}@example.com", "role": "member"} for i in range(5 * BULK_SLICE)]
+    valid, _ = await parse_bulk_entries(entries)
     ran_meanwhile = ticks - before
     other.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await other
-    assert len(valid) == 10
+    assert len(valid) == 5 * BULK_SLICE
     assert ran_meanwhile >= 4  # once between each pair of slices

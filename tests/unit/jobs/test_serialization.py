@@ -10,8 +10,8 @@ import pytest
 from arq.jobs import DeserializationError, deserialize_job, serialize_job, serialize_result
 
 from worker.db.models import Role
-from worker.jobs.errors import InvalidPayload
-from worker.jobs.serialization import JobFailed, deserialize, serialize
+from worker.jobs.errors import InvalidPayload, JobFailed
+from worker.jobs.serialization import deserialize, serialize
 
 
 def test_a_job_is_plain_json_another_language_can_write() -> None:

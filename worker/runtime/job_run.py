@@ -1,0 +1,205 @@
+"""One run of a task: payload, deadline, retry decision, failure record, metrics and log line.
+
+Every task goes through `run_job`, which validates the payload, gives the task's body its own
+deadline, turns a transient failure into ARQ's `Retry` (or `GaveUp` on the last try), keeps a
+permanent failure for `python -m worker failed`, and reports the run's `JobRun` to the metrics
+and the job's one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from arq.worker import Retry
+
+from worker.jobs.errors import GaveUp, first_line
+from worker.jobs.payloads import PayloadT, parse_payload
+from worker.jobs.stamps import Stamp, check_stamp, now_micros
+from worker.runtime import metrics
+from worker.runtime.context import JobContext
+from worker.runtime.failures import record_failure
+from worker.runtime.logs import log_job_event
+from worker.runtime.retries import backoff_delay, is_transient
+from worker.services.outcome import BatchOutcome, UserOutcome
+
+logger = logging.getLogger(__name__)
+
+JobResult = dict[str, object]
+# Our own deadline, inside ARQ's job_timeout: ARQ fails a timed-out job for good, we retry it.
+DEADLINE_SHARE = 0.8
+Outcome = UserOutcome | BatchOutcome
+Runner = Callable[[JobContext, str, PayloadT], Awaitable[Outcome]]
+# Failing to deactivate or delete leaves a person with access they should not have.
+SECURITY_FUNCTIONS = frozenset({"deactivate_user", "delete_user"})
+
+Ending = Literal["succeeded", "retried", "failed", "cancelled", "unknown"]
+
+
+@dataclass(slots=True)
+class JobRun:
+    """How one run of a task went: what the metrics count and the job's log line says."""
+
+    function: str
+    job_id: str | None
+    job_try: int | None
+    started: float = field(default_factory=time.perf_counter)
+    ending: Ending = "unknown"  # stays so only if something other than an Exception ended the run
+    error_type: str | None = None
+    seconds: float = 0.0
+
+    def end(self, ending: Ending, error: BaseException | None = None) -> None:
+        """Note how the run ended, and the type of the error that ended it."""
+        self.ending = ending
+        if error is not None:
+            self.error_type = type(error).__name__
+
+
+async def run_job(
+    ctx: JobContext,
+    function: str,
+    model: type[PayloadT],
+    runner: Runner[PayloadT],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> JobResult:
+    """Run one task's body on its validated payload, and account for how it ended."""
+    run = JobRun(function, ctx.get("job_id"), ctx.get("job_try"))
+    metrics.JOBS_STARTED.labels(function).inc()
+    metrics.JOBS_IN_PROGRESS.inc()
+    try:
+        result = await _attempt(ctx, function, model, runner, args, kwargs)
+    except Retry as retry:
+        run.end("retried", retry.__cause__)
+        raise
+    except asyncio.CancelledError:
+        run.end("cancelled")
+        raise
+    except Exception as error:
+        run.end("failed", error)
+        security = function in SECURITY_FUNCTIONS
+        if security:
+            _report_security_event(ctx, function, error)
+        await _keep_failure(ctx, function, error, kwargs, security=security)
+        raise
+    else:
+        run.end("succeeded")
+        return result
+    finally:
+        run.seconds = time.perf_counter() - run.started
+        metrics.JOBS_IN_PROGRESS.dec()
+        metrics.record_job(run)
+        log_job_event(run)
+
+
+async def _attempt(
+    ctx: JobContext,
+    function: str,
+    model: type[PayloadT],
+    runner: Runner[PayloadT],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> JobResult:
+    command = parse_payload(model, function, args, kwargs)
+    settings = ctx["settings"]
+    try:
+        async with asyncio.timeout(settings.job_timeout * DEADLINE_SHARE):
+            outcome = await runner(ctx, function, command)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        job_try = ctx.get("job_try", 1)
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        if job_try >= settings.max_tries:
+            raise GaveUp(function=function, tries=job_try, last_error=reason) from None
+        delay = backoff_delay(job_try, base=settings.retry_base_delay, cap=settings.retry_max_delay)
+        logger.warning(
+            "job %s %s try %d hit a transient error (%s); retrying in %.2fs",
+            ctx.get("job_id"),
+            function,
+            job_try,
+            reason,
+            delay,
+        )
+        raise Retry(defer=delay) from error
+    return outcome.as_result()
+
+
+def _report_security_event(ctx: JobContext, function: str, error: Exception) -> None:
+    """A deactivation or deletion failed for good: someone may keep access they should have lost."""
+    metrics.SECURITY_FAILURES.labels(function).inc()
+    logger.error(
+        "SECURITY: %s failed for good (%s): the user may still have access; see `python -m worker failed`",
+        function,
+        type(error).__name__,
+        extra={
+            "event": {
+                "event": "security",
+                "security": True,
+                "job_id": ctx.get("job_id"),
+                "function": function,
+                "try": ctx.get("job_try"),
+                "error_type": type(error).__name__,
+            }
+        },
+    )
+
+
+async def _keep_failure(
+    ctx: JobContext, function: str, error: Exception, kwargs: Mapping[str, Any], *, security: bool
+) -> None:
+    """Record a failed job for `python -m worker failed` / `retry`; never fails the job twice.
+
+    The record keeps the job's stamp (its `as_of`, or its enqueue time), so that `retry` sends the
+    command at its original position among the user's commands.
+    """
+    redis, settings = ctx.get("redis"), ctx.get("settings")
+    if redis is None or settings is None:
+        return
+    arguments = dict(kwargs)
+    if "as_of" not in arguments and "enqueue_time" in ctx:
+        arguments["as_of"] = enqueue_micros(ctx)
+    try:
+        await record_failure(
+            redis,
+            settings.queue_name,
+            job_id=str(ctx.get("job_id")),
+            function=function,
+            job_try=int(ctx.get("job_try", 1)),
+            error_type=type(error).__name__,
+            message=str(error),
+            arguments=arguments,
+            retention=settings.failed_job_retention,
+            security=security,
+        )
+    except Exception:
+        logger.exception("could not record the failure of job %s", ctx.get("job_id"))
+
+
+def job_stamp(ctx: JobContext, function: str, as_of: int | None) -> Stamp:
+    """The job's stamp: its `as_of`, else its enqueue time; refused outside the accepted window."""
+    if as_of is None:
+        as_of = enqueue_micros(ctx)
+    check_window(ctx, as_of, function, now=now_micros())
+    return Stamp(as_of, str(ctx["job_id"]))
+
+
+def check_window(ctx: JobContext, as_of: int, function: str, *, now: int) -> None:
+    """`StampRefused` unless `as_of` lies within MAX_CLOCK_SKEW ahead and TOMBSTONE_RETENTION back."""
+    settings = ctx["settings"]
+    check_stamp(
+        as_of,
+        now=now,
+        max_skew=settings.max_clock_skew,
+        retention=settings.tombstone_retention,
+        function=function,
+    )
+
+
+def enqueue_micros(ctx: JobContext) -> int:
+    """The job's ARQ enqueue time (`et`, milliseconds) in microseconds."""
+    return round(ctx["enqueue_time"].timestamp() * 1000) * 1000
