@@ -6,7 +6,7 @@ the domain, and a bulk batch spent longer validating emails than PostgreSQL spen
 verdict is cached, and a plain ASCII local part is checked with a dot-atom pattern built from
 the library's own ATEXT. Anything else (quoted or non-ASCII local parts, display names, RFC 2142
 mailbox names, bad domains, over-long addresses) goes to the library itself, so results and
-error messages are the library's; `tests/test_emails.py` checks that both paths agree on
+error messages are the library's; `tests/unit/jobs/test_emails.py` checks that both paths agree on
 generated addresses.
 """
 

@@ -31,7 +31,7 @@ from worker.passwords.policy import (
 )
 
 RoleName = Literal["admin", "member", "viewer"]
-"""The `Role` enum's values, as a type strict pydantic and mypy can check (tests/test_roles.py ties them)."""
+"""The `Role` enum's values, as a type strict pydantic and mypy can check (a unit test ties them)."""
 
 
 def _argon2id(value: str) -> str:
