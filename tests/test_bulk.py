@@ -15,7 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, new_id
-from tests.processes import ROOT, run_module, worker_env
+from tests.processes import ROOT, run_module, wait_until, worker_env
 from tests.worker_runner import run_burst
 from worker import tasks
 from worker.cli.importing import UnreadableFile, batched, read_users
@@ -222,7 +222,12 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
         stderr=subprocess.PIPE,
         text=True,
     )
-    await asyncio.sleep(1.0)
+
+    async def all_batches_enqueued() -> bool:
+        return int(await redis.zcard(settings.queue_name)) == 3
+
+    # The burst worker leaves when the queue is empty: start it only once the CLI has enqueued everything.
+    await wait_until(all_batches_enqueued, within=30, what="the import's three batches")
     await run_burst(settings)
     out, err = waited.communicate(timeout=60)
     summary = json.loads(out)
