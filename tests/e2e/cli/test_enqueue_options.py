@@ -51,13 +51,19 @@ async def test_two_ways_of_giving_a_password_are_refused_before_enqueueing(
     done = await run_cli(
         settings,
         *("enqueue", "provision_user", "--email", "pw@example.com", "--role", "member"),
-        *("--password-hash", "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", "--password-stdin"),
+        *(
+            "--password-hash",
+            "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "--password-stdin",
+        ),
         cwd=tmp_path,
         stdin="secret\n",
         seal_keys=Fernet.generate_key().decode(),
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: give one password: --password-hash, --ask-password or --password-stdin"
+    assert (
+        done.stderr.strip() == "error: give one password: --password-hash, --ask-password or --password-stdin"
+    )
     assert await redis.zcard(settings.queue_name) == 0
 
 

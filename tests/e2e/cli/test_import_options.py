@@ -45,10 +45,14 @@ async def test_running_an_import_again_with_its_prefix_enqueues_nothing_twice(
 ) -> None:
     people = str(_people(tmp_path, 3))
     prefix = f"{settings.queue_name}:import"
-    first = await run_cli(settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path)
+    first = await run_cli(
+        settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) == {"jobs": 2, "users": 3}
-    again = await run_cli(settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path)
+    again = await run_cli(
+        settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"jobs": 0, "users": 3, "already_enqueued": 2}
     assert await redis.zcard(settings.queue_name) == 2

@@ -31,7 +31,9 @@ async def test_status_counts_ready_deferred_and_running_jobs_in_a_table(
     settings: Settings, redis: ArqRedis, tmp_path: Path
 ) -> None:
     client = ProvisioningClient(redis, queue_name=settings.queue_name)
-    running = await client.provision_user(email="run@example.com", role="member", job_id=queue_job_id(settings))
+    running = await client.provision_user(
+        email="run@example.com", role="member", job_id=queue_job_id(settings)
+    )
     await client.provision_user(email="ready@example.com", role="member", job_id=queue_job_id(settings))
     await redis.enqueue_job(
         "provision_user",
@@ -51,7 +53,12 @@ async def test_status_counts_ready_deferred_and_running_jobs_in_a_table(
     assert _row(table.stdout, f"queue {settings.queue_name}") == ["1", "1", "1", "0"]
     assert "recent failures" in table.stdout
     counts = json.loads(as_json.stdout)
-    assert (counts["queued"], counts["deferred"], counts["in_progress"], counts["live_workers"]) == (1, 1, 1, 0)
+    assert {name: counts[name] for name in ("queued", "deferred", "in_progress", "live_workers")} == {
+        "queued": 1,
+        "deferred": 1,
+        "in_progress": 1,
+        "live_workers": 0,
+    }
 
 
 async def test_a_job_nobody_knows_is_reported_not_found(settings: Settings, tmp_path: Path) -> None:
