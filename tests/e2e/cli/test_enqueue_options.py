@@ -93,3 +93,21 @@ async def test_waiting_without_a_worker_gives_up_and_asks_for_one(settings: Sett
     assert done.returncode == 1
     assert done.stdout.startswith("enqueued delete_user as job ")
     assert done.stderr.strip() == "error: no result after 0.3s: is a worker serving this queue?"
+
+
+async def test_a_password_without_seal_keys_is_refused_naming_both_ways_out(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    done = await run_cli(
+        settings,
+        *("enqueue", "provision_user", "--email", "pw@example.com", "--role", "member", "--password-stdin"),
+        cwd=tmp_path,
+        stdin="secret\n",
+        seal_keys="",
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: a password can only be sent sealed: set SEAL_KEYS (the worker's keys), "
+        "or send a password_hash instead"
+    )
+    assert await redis.zcard(settings.queue_name) == 0
