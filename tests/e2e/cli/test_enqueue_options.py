@@ -111,3 +111,24 @@ async def test_a_password_without_seal_keys_is_refused_naming_both_ways_out(
         "or send a password_hash instead"
     )
     assert await redis.zcard(settings.queue_name) == 0
+
+
+@pytest.mark.parametrize(
+    ("as_of", "fix"),
+    [
+        ("2023-11-14T22:13:20", "an RFC 3339 timestamp needs its offset (Z or ±hh:mm)"),
+        ("v42", "must be an RFC 3339 timestamp (e.g. 2026-11-26T09:30:00.123456Z) or integer microseconds"),
+    ],
+)
+async def test_an_as_of_that_is_not_an_instant_is_refused_naming_the_format(
+    settings: Settings, redis: ArqRedis, tmp_path: Path, as_of: str, fix: str
+) -> None:
+    done = await run_cli(
+        settings,
+        *("enqueue", "deactivate_user", "--email", "stamp@example.com", "--as-of", as_of),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ")
+    assert fix in done.stderr
+    assert await redis.zcard(settings.queue_name) == 0
