@@ -44,8 +44,10 @@ db-revision: install  ## autogenerate a migration: make db-revision m="add thing
 db-check: install  ## fail if the models and the migrations disagree
 	$(BIN)/alembic check
 
-test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database)
-	$(BIN)/pytest
+test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away test database) with branch coverage
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest; status=$$?; \
+	  $(BIN)/coverage combine --quiet && $(BIN)/coverage report && exit $$status
 
 test-unit: install  ## the unit tier only: no PostgreSQL, no Redis, a few seconds
 	$(BIN)/pytest tests/unit

@@ -291,7 +291,7 @@ async def _wait_for_batches(
         try:
             result = await job.result(timeout=wait_seconds, poll_delay=0.1)
         except (TimeoutError, JobFailed) as error:
-            failed.append(f"{job.job_id}: {error or 'no result in time'}")
+            failed.append(f"{job.job_id}: {str(error) or 'no result in time'}")
             continue
         for name in totals:
             totals[name] += int(result[name])
