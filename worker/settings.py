@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     keep_result: Annotated[int, Field(ge=0)] = 3600
     failed_job_retention: PositiveInt = 7 * 24 * 3600
     health_check_interval: PositiveInt = 5
-    poll_delay: Annotated[float, Field(gt=0)] = 0.005
+    poll_delay: Annotated[float, Field(gt=0)] = 0.002
     queue_read_limit: PositiveInt | None = None
     job_completion_wait: Annotated[int, Field(ge=0)] = 20
     retry_base_delay: Annotated[float, Field(gt=0)] = 1.0

@@ -36,7 +36,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         100,
         10,
         10,
-        0.005,
+        0.002,
     )
 
 
