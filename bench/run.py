@@ -97,6 +97,25 @@ async def _results(redis: ArqRedis, ids: Sequence[str]) -> list[dict[str, Any]]:
     return records
 
 
+def _peak_rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """The worker's own peak RSS in MB (VmHWM of its address space), read until it exits.
+
+    Not wait4's ru_maxrss: on Linux a child's ru_maxrss also counts the parent's memory at the
+    fork before exec, so it reported this benchmark's own growing size for the later workers.
+    """
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) / 1024)
+        except FileNotFoundError:  # exited between poll() and open()
+            break
+        time.sleep(0.02)
+    return peak
+
+
 def _run_worker(target: str, settings: Settings) -> float:
     """Run `arq target --burst` to the end; returns its peak RSS in MB."""
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would stall the worker
@@ -107,12 +126,11 @@ def _run_worker(target: str, settings: Settings) -> float:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+        peak = _peak_rss_mb(process)
+        if process.wait() != 0:
             log.seek(0)
             raise RuntimeError(f"{target} exited {process.returncode}: {log.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024
+    return peak
 
 
 async def arq_rate(
@@ -220,6 +238,7 @@ async def latency(url: str, seconds: float, rate: int = 100) -> tuple[float, flo
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    peak = asyncio.create_task(asyncio.to_thread(_peak_rss_mb, process))
     try:
         client = ProvisioningClient(redis, queue_name=settings.queue_name)
         warm = await client.provision_user(
@@ -243,9 +262,9 @@ async def latency(url: str, seconds: float, rate: int = 100) -> tuple[float, flo
             latencies.append((info.finish_time - info.enqueue_time).total_seconds() * 1000)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, _, usage = await asyncio.to_thread(os.wait4, process.pid, 0)
+        rss = await peak
         await redis.aclose(close_connection_pool=True)
-    return percentile(latencies, 50), percentile(latencies, 99), usage.ru_maxrss / 1024
+    return percentile(latencies, 50), percentile(latencies, 99), rss
 
 
 async def _cleanup() -> None:

@@ -57,22 +57,33 @@ RECONNECT_CAP = 2.0
 _jitter = random.Random()  # noqa: S311 - spreading reconnects out, not cryptography
 
 
+LARGE_JOB_BYTES = 16 * 1024
+"""A job body at least this big (a bulk batch, not a single-user command) is a large job."""
+
 # KEYS[1]: the queue. ARGV: now (ms), in-progress lifetime (ms), most jobs to claim, the in-progress
-# key prefix, then the job ids in queue order. Returns the claimed ids and their scores, alternately.
+# key prefix, the job key prefix, LARGE_JOB_BYTES, most large jobs to claim, then the job ids in
+# queue order. Returns the claimed ids, their scores and 1 for a large job (else 0), in turn.
 CLAIM_SCRIPT = """
 local claimed = {}
 local room = tonumber(ARGV[3])
-for i = 5, #ARGV do
+local large_room = tonumber(ARGV[7])
+for i = 8, #ARGV do
     if room <= 0 then break end
     local job_id = ARGV[i]
     local in_progress = ARGV[4] .. job_id
     if redis.call('EXISTS', in_progress) == 0 then
         local score = redis.call('ZSCORE', KEYS[1], job_id)
         if score and tonumber(score) <= tonumber(ARGV[1]) then
-            redis.call('PSETEX', in_progress, ARGV[2], '1')
-            claimed[#claimed + 1] = job_id
-            claimed[#claimed + 1] = score
-            room = room - 1
+            local large = 0
+            if redis.call('STRLEN', ARGV[5] .. job_id) >= tonumber(ARGV[6]) then large = 1 end
+            if large == 0 or large_room > 0 then
+                redis.call('PSETEX', in_progress, ARGV[2], '1')
+                claimed[#claimed + 1] = job_id
+                claimed[#claimed + 1] = score
+                claimed[#claimed + 1] = large
+                room = room - 1
+                large_room = large_room - large
+            end
         end
     end
 end
@@ -395,6 +406,7 @@ class ProvisioningWorker(Worker):
         free = self.max_jobs - self.job_counter
         if free <= 0 or not job_ids:
             return
+        large_running = self._large_running()
         claimed = await self._claim_script(
             keys=[self.queue_name],
             args=[
@@ -402,12 +414,16 @@ class ProvisioningWorker(Worker):
                 int(self.in_progress_timeout_s * 1000),
                 free,
                 in_progress_key_prefix,
+                job_key_prefix,
+                LARGE_JOB_BYTES,
+                max(0, self.large_job_limit - len(large_running)),
                 *job_ids,
             ],
         )
         if not claimed:
             return
-        jobs = [(claimed[i].decode(), int(claimed[i + 1])) for i in range(0, len(claimed), 2)]
+        jobs = [(claimed[i].decode(), int(claimed[i + 1])) for i in range(0, len(claimed), 3)]
+        large_running.update(claimed[i].decode() for i in range(0, len(claimed), 3) if claimed[i + 2])
         allow_abort = self.allow_abort_jobs
         async with self.pool.pipeline(transaction=True) as pipe:
             for job_id, _ in jobs:
@@ -423,8 +439,26 @@ class ProvisioningWorker(Worker):
             )
             context.run(_READ_AHEAD.set, read)
             task = self.loop.create_task(self.run_job(job_id, score), context=context)
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task.add_done_callback(partial(self._job_done, job_id))
             self.tasks[job_id] = task
+
+    def _job_done(self, job_id: str, _: asyncio.Task[None]) -> None:
+        self._large_running().discard(job_id)
+        self._release_sem_dec_counter_on_complete()
+
+    @property
+    def large_job_limit(self) -> int:
+        """Large jobs (bulk batches) one worker holds at once: twice BULK_CONCURRENCY, so the next
+        batches are read while the others write. More would only wait in memory for a bulk slot,
+        where other workers could run them."""
+        settings = self.ctx.get("settings")
+        return 2 * int(settings.bulk_concurrency) if settings is not None else self.max_jobs
+
+    def _large_running(self) -> set[str]:
+        """Ids of the large jobs this worker claimed and has not finished."""
+        if not hasattr(self, "_large"):
+            self._large: set[str] = set()
+        return self._large
 
     @property
     def _claim_script(self) -> AsyncScript:

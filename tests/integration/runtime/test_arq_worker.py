@@ -1,7 +1,8 @@
-"""ProvisioningWorker's Redis plumbing on the real Redis: the Lua claim and the batched read."""
+"""ProvisioningWorker on the real Redis: the Lua claim, the room for large jobs, the batched read."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from redis.asyncio.client import Pipeline
 
 from tests.support.ids import new_id
 from tests.support.worker_runner import run_burst
-from worker.runtime.arq_worker import CLAIM_SCRIPT
+from worker.runtime.arq_worker import CLAIM_SCRIPT, LARGE_JOB_BYTES
 from worker.settings import Settings
 
 
@@ -30,16 +31,38 @@ async def test_the_claim_takes_due_queued_jobs_not_running_up_to_the_free_slots(
     await redis.set(f"arq:in-progress:{running}", b"1", px=60_000)
     claim = redis.register_script(CLAIM_SCRIPT)
 
-    claimed = await claim(
-        keys=[queue], args=[now, 15_000, 2, "arq:in-progress:", due1, running, later, gone, due2, due3]
-    )
+    head: list[str | int] = [now, 15_000, 2, "arq:in-progress:", "arq:job:", LARGE_JOB_BYTES, 2]
+    claimed = await claim(keys=[queue], args=[*head, due1, running, later, gone, due2, due3])
 
-    assert claimed == [due1.encode(), b"999995", due2.encode(), b"999997"]  # 2 slots: due3 waits
+    assert claimed == [due1.encode(), b"999995", 0, due2.encode(), b"999997", 0]  # 2 slots: due3 waits
     assert 0 < await redis.pttl(f"arq:in-progress:{due1}") <= 15_000
     assert (
         await redis.exists(f"arq:in-progress:{due3}", f"arq:in-progress:{later}", f"arq:in-progress:{gone}")
         == 0
     )
+
+
+async def test_the_claim_takes_large_jobs_only_up_to_their_own_room(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """Bulk batches beyond the room stay queued (for another worker, or a later poll); small jobs
+    behind them are still claimed."""
+    queue, now = settings.queue_name, 1_000_000
+    big1, big2, small, big3 = (new_id(name) for name in ("big1", "big2", "small", "big3"))
+    await redis.zadd(queue, {big1: now - 4, big2: now - 3, small: now - 2, big3: now - 1})
+    for job_id in (big1, big2, big3):
+        await redis.set(f"arq:job:{job_id}", b"x" * LARGE_JOB_BYTES, px=60_000)
+    await redis.set(f"arq:job:{small}", b"x" * (LARGE_JOB_BYTES - 1), px=60_000)
+    claim = redis.register_script(CLAIM_SCRIPT)
+
+    claimed = await claim(
+        keys=[queue],
+        args=[now, 15_000, 10, "arq:in-progress:", "arq:job:", LARGE_JOB_BYTES, 1, big1, big2, small, big3],
+    )
+
+    assert claimed == [big1.encode(), b"999996", 1, small.encode(), b"999998", 0]
+    assert await redis.exists(f"arq:in-progress:{big2}", f"arq:in-progress:{big3}") == 0
+    assert await redis.zcard(queue) == 4  # claiming leaves jobs queued until they finish
 
 
 async def _job_try(ctx: dict[str, Any]) -> int:
@@ -85,3 +108,38 @@ async def test_jobs_claimed_together_are_read_in_one_transaction_and_run_as_arq_
         for job_id in ids
     ] == [JobStatus.complete] * 4
     assert await redis.exists(*(f"arq:retry:{job_id}" for job_id in ids)) == 0
+
+
+async def test_a_worker_holds_at_most_twice_bulk_concurrency_large_jobs_and_runs_them_all(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    queue, held, most_held = settings.queue_name, 0, 0
+
+    async def large(ctx: dict[str, Any], blob: str) -> int:
+        nonlocal held, most_held
+        held += 1
+        most_held = max(most_held, held)
+        await asyncio.sleep(0.05)
+        held -= 1
+        return len(blob)
+
+    ids = [new_id("large") for _ in range(7)]
+    for job_id in ids:
+        await redis.enqueue_job("large", "x" * LARGE_JOB_BYTES, _job_id=job_id, _queue_name=queue)
+
+    async with asyncio.timeout(30):  # a worker that never frees its room would wait here for good
+        await run_burst(
+            settings.model_copy(update={"bulk_concurrency": 1}),
+            functions=[func(large, name="large")],
+            on_startup=None,
+            on_shutdown=None,
+            cron_jobs=[],
+            max_jobs=10,
+        )
+
+    assert most_held == 2  # twice BULK_CONCURRENCY, though MAX_JOBS had room for all 7
+    results = [
+        await Job(job_id, redis, _queue_name=queue, _deserializer=redis.job_deserializer).result_info()
+        for job_id in ids
+    ]
+    assert [r.success for r in results if r] == [True] * 7
