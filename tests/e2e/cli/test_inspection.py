@@ -13,6 +13,7 @@ import pytest
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.failures import seed_failure
 from tests.support.ids import new_id
 from tests.support.processes import ROOT, start_worker, stop, wait_until, worker_env
 from worker import tasks
@@ -20,7 +21,7 @@ from worker.client import ProvisioningClient
 from worker.db.session import create_session_factory
 from worker.jobs.errors import JobFailed
 from worker.runtime.context import WorkerContext
-from worker.runtime.failures import failed_key, record_failure
+from worker.runtime.failures import failed_key
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
@@ -157,16 +158,14 @@ async def test_a_failure_whose_arguments_were_too_large_to_keep_is_not_retried(
     settings: Settings, redis: ArqRedis
 ) -> None:
     job_id = new_id()
-    await record_failure(
+    await seed_failure(
         redis,
         settings.queue_name,
-        job_id=job_id,
-        function="provision_user",
-        job_try=1,
+        job_id,
+        "provision_user",
+        {"email": "x" * 200_000, "role": "admin"},
         error_type="InvalidPayload",
         message="provision_user: invalid payload: email: value is not a valid email address",
-        arguments={"email": "x" * 200_000, "role": "admin"},
-        retention=600,
     )
     refused = await _cli(settings, "retry", job_id)
     assert refused.returncode == 2

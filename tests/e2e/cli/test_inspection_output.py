@@ -11,8 +11,8 @@ import pytest
 from arq.connections import ArqRedis
 
 from tests.support.cli import queue_job_id, run_cli
+from tests.support.failures import seed_failure
 from worker.client import ProvisioningClient
-from worker.runtime.failures import record_failure
 from worker.runtime.health import HealthReporter
 from worker.settings import Settings
 
@@ -72,16 +72,13 @@ async def test_a_failure_kept_after_its_result_expired_reads_as_failed(
     settings: Settings, redis: ArqRedis, tmp_path: Path
 ) -> None:
     job_id = queue_job_id(settings)
-    await record_failure(
+    await seed_failure(
         redis,
         settings.queue_name,
-        job_id=job_id,
-        function="deactivate_user",
+        job_id,
+        "deactivate_user",
+        {"email": "gone@example.com"},
         job_try=3,
-        error_type="DatabaseUnavailable",
-        message="cannot reach PostgreSQL",
-        arguments={"email": "gone@example.com"},
-        retention=600,
         security=True,
     )
     report = json.loads((await run_cli(settings, "job", job_id, "--json", cwd=tmp_path)).stdout)

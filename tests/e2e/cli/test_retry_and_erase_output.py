@@ -9,8 +9,9 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 
 from tests.support.cli import queue_job_id, run_cli
+from tests.support.failures import seed_failure
 from worker.jobs.serialization import deserialize
-from worker.runtime.failures import failed_job, record_failure
+from worker.runtime.failures import failed_job
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -20,16 +21,13 @@ KEPT_AS_OF = "2020-01-01T00:00:00Z"
 
 async def _fail(redis: ArqRedis, settings: Settings, email: str) -> str:
     job_id = queue_job_id(settings)
-    await record_failure(
+    await seed_failure(
         redis,
         settings.queue_name,
-        job_id=job_id,
-        function="set_user_role",
+        job_id,
+        "set_user_role",
+        {"email": email, "role": "admin", "as_of": KEPT_AS_OF},
         job_try=5,
-        error_type="DatabaseUnavailable",
-        message="cannot reach PostgreSQL",
-        arguments={"email": email, "role": "admin", "as_of": KEPT_AS_OF},
-        retention=600,
     )
     return job_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from arq.connections import ArqRedis
 
+from tests.support.failures import seed_failure
 from tests.unit.conftest import FAKE_QUEUE
 from worker.runtime.failures import (
     ARGUMENTS_LIMIT,
@@ -13,22 +14,20 @@ from worker.runtime.failures import (
     failed_job,
     failed_jobs,
     failed_key,
-    record_failure,
 )
 
 QUEUE = FAKE_QUEUE
 
 
 async def _fail(redis: ArqRedis, job_id: str, function: str, email: str, *, security: bool = False) -> None:
-    await record_failure(
+    await seed_failure(
         redis,
         QUEUE,
-        job_id=job_id,
-        function=function,
-        job_try=1,
+        job_id,
+        function,
+        {"email": email, "as_of": 1_795_000_000_000_000},
         error_type="GaveUp",
         message="m",
-        arguments={"email": email, "as_of": 1_795_000_000_000_000},
         retention=3600,
         security=security,
     )
@@ -60,15 +59,14 @@ async def test_erasing_an_email_removes_only_its_records(fake_redis: ArqRedis) -
 
 async def test_huge_arguments_are_kept_as_their_size_and_digest(fake_redis: ArqRedis) -> None:
     huge = {"email": "x" * 5_000_000, "role": "admin"}
-    await record_failure(
+    await seed_failure(
         fake_redis,
         QUEUE,
-        job_id="huge",
-        function="provision_user",
-        job_try=1,
+        "huge",
+        "provision_user",
+        huge,
         error_type="InvalidPayload",
         message="m" * 100_000,
-        arguments=huge,
         retention=3600,
     )
     (record,) = await failed_jobs(fake_redis, QUEUE)
@@ -81,15 +79,14 @@ async def test_huge_arguments_are_kept_as_their_size_and_digest(fake_redis: ArqR
 
 async def test_arguments_under_the_limit_are_kept_whole(fake_redis: ArqRedis) -> None:
     users = [{"email": f"u{n}@example.com", "role": "member"} for n in range(500)]  # about 20 KB
-    await record_failure(
+    await seed_failure(
         fake_redis,
         QUEUE,
-        job_id="batch",
-        function="provision_users",
-        job_try=1,
+        "batch",
+        "provision_users",
+        {"users": users},
         error_type="GaveUp",
         message="m",
-        arguments={"users": users},
         retention=3600,
     )
     (record,) = await failed_jobs(fake_redis, QUEUE)
@@ -101,15 +98,12 @@ HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 
 
 async def test_batch_entries_lose_their_password_hashes_and_the_record_says_so(fake_redis: ArqRedis) -> None:
-    await record_failure(
+    await seed_failure(
         fake_redis,
         QUEUE,
-        job_id="batch-1",
-        function="provision_users",
-        job_try=1,
-        error_type="DatabaseUnavailable",
-        message="cannot reach PostgreSQL",
-        arguments={
+        "batch-1",
+        "provision_users",
+        {
             "users": [
                 {"email": "a@example.com", "role": "member", "password_hash": HASH},
                 {"email": "b@example.com", "role": "admin"},
@@ -135,16 +129,8 @@ async def test_batch_entries_lose_their_password_hashes_and_the_record_says_so(f
 
 async def test_a_batch_without_passwords_is_kept_whole(fake_redis: ArqRedis) -> None:
     users = [{"email": "a@example.com", "role": "member"}]
-    await record_failure(
-        fake_redis,
-        QUEUE,
-        job_id="batch-2",
-        function="provision_users",
-        job_try=2,
-        error_type="DatabaseUnavailable",
-        message="cannot reach PostgreSQL",
-        arguments={"users": users},
-        retention=60,
+    await seed_failure(
+        fake_redis, QUEUE, "batch-2", "provision_users", {"users": users}, job_try=2, retention=60
     )
     record = await failed_job(fake_redis, QUEUE, "batch-2")
     assert record is not None
