@@ -422,8 +422,12 @@ class ProvisioningWorker(Worker):
         )
         if not claimed:
             return
-        jobs = [(claimed[i].decode(), int(claimed[i + 1])) for i in range(0, len(claimed), 3)]
-        large_running.update(claimed[i].decode() for i in range(0, len(claimed), 3) if claimed[i + 2])
+        jobs: list[tuple[str, int]] = []
+        for position in range(0, len(claimed), 3):
+            job_id = claimed[position].decode()
+            jobs.append((job_id, int(claimed[position + 1])))
+            if claimed[position + 2]:
+                large_running.add(job_id)
         allow_abort = self.allow_abort_jobs
         async with self.pool.pipeline(transaction=True) as pipe:
             for job_id, _ in jobs:
