@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import statistics
@@ -12,11 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from alembic import command
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from worker.db.migrations import alembic_config
+from tests.support.databases import create_database, drop_database, migrate
 
 ADMIN_DATABASE_URL = os.environ.get(
     "BENCH_ADMIN_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -25,26 +20,16 @@ BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 RUN = uuid.uuid4().hex[:8]
 
 
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @asynccontextmanager
 async def bench_database(label: str) -> AsyncIterator[str]:
     """A migrated database for one measurement, dropped afterwards."""
     name = f"provisioning_bench_{RUN}_{label}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(name, ADMIN_DATABASE_URL)
     try:
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+        await migrate(url)
         yield url
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(name, ADMIN_DATABASE_URL)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,4 +1,4 @@
-"""Throw-away PostgreSQL databases: created, migrated and dropped by the tests that need them."""
+"""Throw-away PostgreSQL databases: created, migrated and dropped by the tests (and `make bench`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ ADMIN_DATABASE_URL = os.environ.get(
 )
 
 
-async def _admin(statement: str) -> None:
-    admin = create_async_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
+async def _admin(statement: str, admin_url: str) -> None:
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             await conn.execute(text(statement))
@@ -26,15 +26,15 @@ async def _admin(statement: str) -> None:
         await admin.dispose()
 
 
-async def create_database(name: str) -> str:
-    """Create an empty database and return its URL."""
-    await _admin(f'CREATE DATABASE "{name}"')
-    return make_url(ADMIN_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+async def create_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> str:
+    """Create an empty database (through `admin_url`) and return its URL."""
+    await _admin(f'CREATE DATABASE "{name}"', admin_url)
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-async def drop_database(name: str) -> None:
+async def drop_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> None:
     """Drop a database this run created, disconnecting anything still attached."""
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
 
 
 async def migrate(url: str, revision: str = "head") -> None:
