@@ -64,7 +64,7 @@ async def user_states(engine: AsyncEngine) -> dict[str, State]:
     """Every provisioned user, by lower-cased email."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+            text("SELECT email, role, is_active, hashed_password FROM users")
         )
         return {row.email.lower(): State(*row) for row in rows}
 
@@ -83,7 +83,7 @@ async def user_counts(engine: AsyncEngine) -> tuple[int, int]:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                text("SELECT count(*), count(DISTINCT lower(email)) FROM users WHERE provisioned")
+                text("SELECT count(*), count(DISTINCT lower(email)) FROM users")
             )
         ).one()
     return int(row[0]), int(row[1])

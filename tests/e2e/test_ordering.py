@@ -107,7 +107,7 @@ def rig(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 await redis.delete(*keys)
             await redis.aclose(close_connection_pool=True)
             async with engine.begin() as conn:
-                await conn.execute(text("TRUNCATE users, user_changes RESTART IDENTITY"))
+                await conn.execute(text("TRUNCATE users, user_states, erased_stamps, user_changes RESTART IDENTITY"))
             await engine.dispose()
             await proxy.stop()
 
@@ -318,7 +318,7 @@ async def test_back_to_back_patterns_through_the_client_end_as_sent(
     expected = final_states(sent)
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+            text("SELECT email, role, is_active, hashed_password FROM users")
         )
         actual = {row.email.lower(): State(*row) for row in rows}
     emails = {c.email for c in sent}

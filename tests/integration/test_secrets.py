@@ -54,7 +54,7 @@ async def _stored_hash(engine: AsyncEngine, email: str) -> str | None:
 
 async def _user_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int(await conn.scalar(text("SELECT count(*) FROM users WHERE provisioned")) or 0)
+        return int(await conn.scalar(text("SELECT count(*) FROM users")) or 0)
 
 
 async def _redis_dump(redis: ArqRedis) -> tuple[int, int, bytes]:

@@ -34,7 +34,7 @@ return 1
 async def _users(engine: AsyncEngine) -> list[tuple[object, ...]]:
     async with engine.connect() as conn:
         result = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned ORDER BY email")
+            text("SELECT email, role, is_active, hashed_password FROM users ORDER BY email")
         )
         return [tuple(row) for row in result]
 

@@ -10,6 +10,6 @@ async def provisioned_users(engine: AsyncEngine) -> dict[str, tuple[str, bool, s
     """Every provisioned user by email: (role, is_active, hashed_password)."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+            text("SELECT email, role, is_active, hashed_password FROM users")
         )
         return {row.email: (row.role, row.is_active, row.hashed_password) for row in rows}

@@ -103,7 +103,7 @@ async def committing_sessions(engine: AsyncEngine) -> AsyncIterator[SessionFacto
         yield create_session_factory(engine)
     finally:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE users, user_changes RESTART IDENTITY"))
+            await conn.execute(text("TRUNCATE users, user_states, erased_stamps, user_changes RESTART IDENTITY"))
 
 
 @pytest.fixture

@@ -154,8 +154,8 @@ async def _keep_failure(
 ) -> None:
     """Record a failed job for `python -m worker failed` / `retry`; never fails the job twice.
 
-    The record keeps the job's stamp (its `as_of`, or its enqueue time), so that `retry` sends the
-    command at its original position among the user's commands.
+    The record keeps the job's whole stamp (its `as_of`, or its enqueue time, and its job id), so
+    that `retry` sends the command at its original position among the user's commands.
     """
     redis, settings = ctx.get("redis"), ctx.get("settings")
     if redis is None or settings is None:
@@ -163,6 +163,8 @@ async def _keep_failure(
     arguments = dict(kwargs)
     if "as_of" not in arguments and "enqueue_time" in ctx:
         arguments["as_of"] = enqueue_micros(ctx)
+    if "stamp_job_id" not in arguments and ctx.get("job_id") is not None:
+        arguments["stamp_job_id"] = str(ctx["job_id"])
     try:
         await record_failure(
             redis,
@@ -180,12 +182,17 @@ async def _keep_failure(
         logger.exception("could not record the failure of job %s", ctx.get("job_id"))
 
 
-def job_stamp(ctx: JobContext, function: str, as_of: int | None) -> Stamp:
-    """The job's stamp: its `as_of`, else its enqueue time; refused outside the accepted window."""
+def job_stamp(ctx: JobContext, function: str, as_of: int | None, stamp_job_id: str | None = None) -> Stamp:
+    """The job's stamp: its `as_of`, else its enqueue time, and the job id it carries (a retry's
+    original one), else its own; refused outside the accepted window.
+
+    This check, by the worker's clock, refuses early; the merge checks the window again under the
+    person's lock by the database's clock, which is the one that counts.
+    """
     if as_of is None:
         as_of = enqueue_micros(ctx)
     check_window(ctx, as_of, function, now=now_micros())
-    return Stamp(as_of, str(ctx["job_id"]))
+    return Stamp(as_of, stamp_job_id or str(ctx["job_id"]))
 
 
 def check_window(ctx: JobContext, as_of: int, function: str, *, now: int) -> None:

@@ -48,7 +48,7 @@ async def run(session: AsyncSession, command: Command) -> UserOutcome:
 
 async def states(session: AsyncSession) -> dict[str, State]:
     result = await session.execute(
-        text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
+        text("SELECT email, role, is_active, hashed_password FROM users")
     )
     return {row.email.lower(): State(*row) for row in result}
 
