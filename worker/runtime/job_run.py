@@ -24,7 +24,7 @@ from worker.runtime import metrics
 from worker.runtime.context import JobContext
 from worker.runtime.failures import record_failure
 from worker.runtime.logs import log_job_event
-from worker.runtime.retries import backoff_delay, is_transient
+from worker.runtime.retries import backoff_delay, is_deadlock, is_transient
 from worker.services.outcome import BatchOutcome, UserOutcome
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ async def _attempt(
         if job_try >= settings.max_tries:
             raise GaveUp(function=function, tries=job_try, last_error=reason) from None
         delay = backoff_delay(job_try, base=settings.retry_base_delay, cap=settings.retry_max_delay)
+        deadlock = is_deadlock(error)
+        if deadlock:
+            metrics.DEADLOCK_RETRIES.labels(function).inc()
         logger.warning(
             "job %s %s try %d hit a transient error (%s); retrying in %.2fs",
             ctx.get("job_id"),
@@ -124,6 +127,7 @@ async def _attempt(
             job_try,
             reason,
             delay,
+            extra={"event": {"event": "retry", "job_id": ctx.get("job_id"), "deadlock": deadlock}},
         )
         raise Retry(defer=delay) from error
     return outcome.as_result()
