@@ -82,3 +82,22 @@ async def test_erase_reports_what_it_removed_including_failed_job_records(
         "erased erased@example.com: 0 tombstone/intent row(s), 0 audit row(s), 1 failed-job record(s)"
     )
     assert await failed_job(redis, settings.queue_name, failed) is None
+
+
+async def test_erase_without_erasure_keys_refuses_and_names_the_setting(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    failed = await _fail(redis, settings, "kept@example.com")
+    refused = await run_cli(settings, "erase", "kept@example.com", cwd=tmp_path, erasure_keys="")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: erase needs ERASURE_KEYS")
+    assert await failed_job(redis, settings.queue_name, failed) is not None
+
+
+async def test_erase_and_history_refuse_an_email_with_no_identity_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    for command in ("erase", "history"):
+        refused = await run_cli(settings, command, "\ufb01nn@example.com", cwd=tmp_path)
+        assert refused.returncode == 2, command
+        assert "compatibility characters" in refused.stderr, command
