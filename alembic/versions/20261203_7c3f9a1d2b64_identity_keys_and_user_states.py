@@ -56,8 +56,8 @@ def _fill_keys(table: str, ids: dict[str, str], target: str) -> list[str]:
         for row in rows:
             try:
                 keys.append(identity_key(row.email))
-            except KeyRefused:
-                refused.append(row.email)
+            except KeyRefused as why:
+                refused.append(f"{row.email} ({why})")
                 keys.append("!" + row.email.lower())  # kept apart: no accepted email has this key
         arrays = ", ".join(f"CAST(:{column}s AS {kind}[])" for column, kind in ids.items())
         match = " AND ".join(f"t.{column} = m.{column}" for column in ids)
@@ -213,6 +213,21 @@ def downgrade() -> None:
             """  # noqa: S608 - constants
         )
     )
+    # People the key keeps apart but lower() makes one (`İvan` and `ivan`, a final sigma): the old
+    # unique index cannot hold both, and only an operator can say which goes.
+    collisions = connection.execute(
+        sa.text(
+            "SELECT array_agg(email ORDER BY id) FROM users GROUP BY lower(email) HAVING count(*) > 1 "
+            "ORDER BY lower(email)"
+        )
+    ).all()
+    if collisions:
+        listed = "; ".join(" = ".join(emails) for (emails,) in collisions[:50])
+        raise IdentityCollision(
+            f"{len(collisions)} group(s) of people are one row under lower(email), the identity of revision "
+            f"{down_revision}: {listed}. Nothing was changed: delete or rename all but one of each group "
+            "(or erase the tombstones), then downgrade again"
+        )
     op.create_index(
         "ix_users_pending_since",
         "users",
