@@ -84,6 +84,7 @@ _MERGE = f"""
         LEFT JOIN LATERAL (
             SELECT x.as_of, x.job_id FROM erased_stamps x
             WHERE x.digest IN (c.digest, c.old_digest)
+              AND EXISTS (SELECT FROM erased_stamps)  -- once per statement: mostly there are none
               AND s.provisioned_as_of = 0 AND s.role_as_of = 0 AND s.active_as_of = 0
               AND s.password_as_of = 0 AND u.id IS NULL
             ORDER BY x.as_of DESC, x.job_id DESC
@@ -214,7 +215,7 @@ _APPLY_COUNTING = text(
     SELECT count(*) FILTER (WHERE status = 'created'), count(*) FILTER (WHERE status = 'updated'),
            count(*) FILTER (WHERE status = 'unchanged'), count(*) FILTER (WHERE status = 'superseded'),
            coalesce(array_agg(position - 1 ORDER BY position) FILTER (WHERE status = 'refused'), '{}')
-    FROM outcome
+    FROM n
     """
 )
 

@@ -92,6 +92,23 @@ async def finish(step: Awaitable[T]) -> T:
     return await asyncio.wait_for(step, WAIT)
 
 
+async def settle(*tasks: asyncio.Task[Any]) -> None:
+    """Stop tasks a failed test left running, and wait for them, so no session is left mid-statement."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
+    """Run two steps at once; wait for both even if one fails (then raise its error)."""
+    one, other = await finish(asyncio.gather(first, second, return_exceptions=True))
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(other, BaseException):
+        raise other
+    return one, other
+
+
 @pytest.fixture
 async def sessions(committing_sessions: SessionFactory, engine: AsyncEngine) -> SessionFactory:
     async with engine.begin() as conn:  # a clean slate, whatever ran before
@@ -149,7 +166,7 @@ async def test_a_command_waits_for_a_purge_in_progress_and_then_meets_no_tombsto
             await b.commit()
             outcome = await finish(task)
         finally:
-            task.cancel()
+            await settle(task)
 
     assert (outcome.status, outcome.role, outcome.is_active) == ("created", "member", True)
     assert await rows(engine, "SELECT email, role FROM users") == [("ada@x.example", "member")]
@@ -192,7 +209,7 @@ async def test_a_provision_waits_for_an_erase_in_progress_and_then_meets_its_sta
             await a.commit()
             outcome = await finish(task)
         finally:
-            task.cancel()
+            await settle(task)
 
     assert outcome.status == status
     assert await rows(engine, "SELECT email, role FROM users") == provisioned
@@ -240,9 +257,7 @@ async def test_the_lock_takes_people_in_key_order_whatever_order_the_commands_co
             done_backwards = await finish(backwards)
             done_forwards = await finish(forwards)
         finally:
-            backwards.cancel()
-            if forwards is not None:
-                forwards.cancel()
+            await settle(backwards, *([forwards] if forwards is not None else []))
 
     assert [o.status for o in done_backwards] == ["updated"] * 3
     assert [o.status for o in done_forwards] == ["updated"] * 3
@@ -264,17 +279,15 @@ async def test_groups_with_overlapping_people_in_opposite_orders_never_deadlock(
         for round_ in range(30):
             function = "provision_user" if round_ % 3 == 0 else "set_user_role"
             await asyncio.gather(backend(a), backend(b))  # both on their connections before either locks
-            forwards, backwards = await finish(
-                asyncio.gather(
-                    users.apply_commands(
-                        SqlAlchemyUnitOfWork(a), group(function, emails, 2 * round_, "admin"), retention=3600
-                    ),
-                    users.apply_commands(
-                        SqlAlchemyUnitOfWork(b),
-                        group(function, emails[::-1], 2 * round_ + 1, "viewer"),
-                        retention=3600,
-                    ),
-                )
+            forwards, backwards = await both(
+                users.apply_commands(
+                    SqlAlchemyUnitOfWork(a), group(function, emails, 2 * round_, "admin"), retention=3600
+                ),
+                users.apply_commands(
+                    SqlAlchemyUnitOfWork(b),
+                    group(function, emails[::-1], 2 * round_ + 1, "viewer"),
+                    retention=3600,
+                ),
             )
             assert len(forwards) == len(backwards) == len(emails)
 

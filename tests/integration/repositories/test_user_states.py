@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
-from worker.jobs.identity import identity_key
+from worker.jobs.identity import KEY_VERSION, identity_key
 from worker.jobs.payloads import (
     DeactivateUser,
     DeleteUser,
@@ -98,7 +98,7 @@ class Db:
     async def dry_run(self, *commands: UserCommand) -> list[Applied]:
         """What the merge would do, in a transaction that is rolled back."""
         async with open_unit_of_work(self.sessions) as uow, uow:
-            await uow.users.lock([c["key"] for c in commands], key_version=1)
+            await uow.users.lock([c["key"] for c in commands], key_version=KEY_VERSION)
             return await uow.users.apply(commands, retention=RETENTION)
 
     async def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -119,17 +119,13 @@ class Db:
         return found[0] if found else None
 
     async def state(self, email: str) -> dict[str, Any] | None:
+        """The person's user_states row, by column name, or None."""
         async with self.engine.connect() as conn:
-            found = (
-                (
-                    await conn.execute(
-                        text("SELECT * FROM user_states WHERE key = :key"), {"key": identity_key(email)}
-                    )
-                )
-                .mappings()
-                .all()
+            result = await conn.execute(
+                text("SELECT * FROM user_states WHERE key = :key"), {"key": identity_key(email)}
             )
-        return dict(found[0]) if found else None
+            found = result.mappings().one_or_none()
+        return dict(found) if found is not None else None
 
 
 @pytest.fixture
@@ -487,8 +483,16 @@ async def test_a_stamp_erased_under_the_previous_key_is_found_after_rotation(db:
 # Hole 6: one clock, the database's, for the window.
 
 
-async def test_a_command_just_outside_the_window_is_refused_and_writes_nothing(db: Db) -> None:
-    now = now_micros()
+@pytest.mark.parametrize(
+    "skew", [0, -3600, 3600], ids=["one-clock", "worker-an-hour-behind", "worker-an-hour-ahead"]
+)
+async def test_a_command_just_outside_the_window_is_refused_and_writes_nothing(
+    db: Db, monkeypatch: pytest.MonkeyPatch, skew: int
+) -> None:
+    now = await db.scalar("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+    wall_clock = time.time_ns
+    # The worker's clock is off by `skew` seconds: the database's clock alone decides.
+    monkeypatch.setattr(time, "time_ns", lambda: wall_clock() + skew * 1_000_000_000)
     outside = await db.one(
         command("provision_user", "old@x.example", now - 61 * MICROS, role="admin"), retention=60
     )
