@@ -89,6 +89,7 @@ def upgrade() -> None:
         "user_states",
         sa.Column("key", sa.Text(collation="C"), nullable=False),
         sa.Column("key_version", sa.SmallInteger(), nullable=False),
+        sa.Column("inserted_by", sa.Uuid(), nullable=True),
         sa.Column("role", ROLE, nullable=True),
         *[
             column

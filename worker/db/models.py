@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    Uuid,
     func,
     text,
 )
@@ -89,6 +91,8 @@ class UserState(Base):
 
     key: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
     key_version: Mapped[int] = mapped_column(SmallInteger)
+    # A random token of the unit of work that inserted the row: its merge knows the row is new.
+    inserted_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # The role field while the person has no `users` row (a set_user_role intent); NULL otherwise.
     role: Mapped[Role | None] = _role(nullable=True)
     provisioned_as_of: Mapped[int] = _as_of()

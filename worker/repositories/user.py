@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TypedDict
 
 from sqlalchemy import select, text
 
 from worker.db.models import User
+from worker.jobs.identity import KEY_VERSION
 from worker.repositories.base import BaseRepository
 
 # Every command (all five functions) is applied in two statements, by a group of concurrent jobs,
@@ -38,6 +40,45 @@ from worker.repositories.base import BaseRepository
 _CUTOFF = "(floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint - CAST(:retention_us AS bigint))"
 """The oldest stamp still accepted: the database's clock less TOMBSTONE_RETENTION (µs)."""
 
+_COMMANDS = """
+    SELECT c.key COLLATE "C" AS key, c.email, c.function, c.role, c.hash, c.as_of,
+           c.job_id COLLATE "C" AS job_id, c.digest, c.old_digest, c.position,
+           c.function IN ('provision_user', 'provision_users') AS provision,
+           -- n_<field>: the command names the field (provisioned, role, active, hash)
+           c.function IN ('provision_user', 'provision_users', 'delete_user') AS n_p,
+           c.function <> 'deactivate_user' AS n_r,
+           c.function <> 'set_user_role' AS n_a,
+           c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h
+    FROM unnest(CAST(:keys AS text[]), CAST(:emails AS varchar[]), CAST(:functions AS varchar[]),
+                CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]),
+                CAST(:job_ids AS text[]), CAST(:digests AS bytea[]), CAST(:old_digests AS bytea[]))
+         WITH ORDINALITY
+         AS c(key, email, function, role, hash, as_of, job_id, digest, old_digest, position)
+"""
+
+# Statement 1 of a merge. A person seen for the first time gets the command applied to nothing
+# right away (what the merge would write, marked with this unit of work's token), so that the
+# common case, a new user, writes its state row once; the merge checks it, and rewrites it only in
+# the rare cases where that was not the whole story (an erased stamp, or a stamp the merge's later
+# clock refuses).
+_LOCK_FOR = text(
+    f"""
+    INSERT INTO user_states (key, key_version, inserted_by, role, pending_since,
+                             provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
+                             active_as_of, active_job_id, password_as_of, password_job_id)
+    SELECT key, CAST(:key_version AS smallint), CAST(:token AS uuid),
+           CASE WHEN ok AND function = 'set_user_role' THEN role END,
+           CASE WHEN ok AND function = 'set_user_role' THEN now() END,
+           CASE WHEN ok AND n_p THEN as_of ELSE 0 END, CASE WHEN ok AND n_p THEN job_id ELSE '' END,
+           CASE WHEN ok AND n_r THEN as_of ELSE 0 END, CASE WHEN ok AND n_r THEN job_id ELSE '' END,
+           CASE WHEN ok AND n_a THEN as_of ELSE 0 END, CASE WHEN ok AND n_a THEN job_id ELSE '' END,
+           CASE WHEN ok AND n_h THEN as_of ELSE 0 END, CASE WHEN ok AND n_h THEN job_id ELSE '' END
+    FROM (SELECT cmd.*, cmd.as_of >= {_CUTOFF} AS ok FROM ({_COMMANDS}) cmd) c
+    ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHERE false
+    """  # noqa: S608 - constant SQL fragments, no input
+)
+
 _LOCK = text(
     """
     INSERT INTO user_states (key, key_version)
@@ -51,42 +92,46 @@ _LOCK = text(
 _MERGE = f"""
     WITH clock AS (SELECT {_CUTOFF} AS cutoff),
     cmd AS (
-        SELECT c.key COLLATE "C" AS key, c.email, c.function, c.role, c.hash, c.as_of,
-               c.job_id COLLATE "C" AS job_id, c.digest, c.old_digest, c.position,
-               c.function IN ('provision_user', 'provision_users') AS provision,
-               -- n_<field>: the command names the field (provisioned, role, active, hash)
-               c.function IN ('provision_user', 'provision_users', 'delete_user') AS n_p,
-               c.function <> 'deactivate_user' AS n_r,
-               c.function <> 'set_user_role' AS n_a,
-               c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h,
-               c.as_of < (SELECT cutoff FROM clock) AS refused
-        FROM unnest(CAST(:keys AS text[]), CAST(:emails AS varchar[]), CAST(:functions AS varchar[]),
-                    CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]),
-                    CAST(:job_ids AS text[]), CAST(:digests AS bytea[]), CAST(:old_digests AS bytea[]))
-             WITH ORDINALITY
-             AS c(key, email, function, role, hash, as_of, job_id, digest, old_digest, position)
+        SELECT c.*, c.as_of < (SELECT cutoff FROM clock) AS refused FROM ({_COMMANDS}) c
     ),
-    cur AS (
-        -- The person as the first statement locked it; an erased person's stamp stands as a delete.
-        SELECT c.*, u.id AS old_id, u.id IS NOT NULL AS was_provisioned, u.email AS old_email,
-               coalesce(u.role, s.role) AS old_role, coalesce(u.is_active, false) AS old_active,
-               u.hashed_password AS old_hash, s.pending_since AS old_pending,
-               s.intent_reported AS old_reported, e.as_of IS NOT NULL AS unerased,
-               coalesce(e.as_of, s.provisioned_as_of) AS p_as_of,
-               coalesce(e.job_id, s.provisioned_job_id) AS p_job_id,
-               coalesce(e.as_of, s.role_as_of) AS r_as_of, coalesce(e.job_id, s.role_job_id) AS r_job_id,
-               coalesce(e.as_of, s.active_as_of) AS a_as_of, coalesce(e.job_id, s.active_job_id) AS a_job_id,
-               coalesce(e.as_of, s.password_as_of) AS h_as_of,
-               coalesce(e.job_id, s.password_job_id) AS h_job_id
+    locked AS (
+        -- The person as the first statement locked it. A row that statement inserted (its token),
+        -- or one with no stamp at all, is a person seen for the first time: blank, unless `erase`
+        -- left their stamp, which then stands as a delete.
+        SELECT c.*, s.inserted_by = CAST(:token AS uuid) AS fresh,
+               s.inserted_by = CAST(:token AS uuid)
+                 OR (u.id IS NULL AND s.provisioned_as_of = 0 AND s.role_as_of = 0 AND s.active_as_of = 0
+                     AND s.password_as_of = 0) AS blank,
+               s.role AS s_role, s.pending_since AS s_pending, s.intent_reported AS s_reported,
+               s.provisioned_as_of AS s_p_as_of, s.provisioned_job_id AS s_p_job_id,
+               s.role_as_of AS s_r_as_of, s.role_job_id AS s_r_job_id,
+               s.active_as_of AS s_a_as_of, s.active_job_id AS s_a_job_id,
+               s.password_as_of AS s_h_as_of, s.password_job_id AS s_h_job_id,
+               u.id AS old_id, u.email AS old_email, u.role AS u_role, u.is_active AS u_active,
+               u.hashed_password AS old_hash
         FROM cmd c
         JOIN user_states s ON s.key = c.key
         LEFT JOIN users u ON u.key = c.key
+    ),
+    cur AS (
+        SELECT l.*, l.old_id IS NOT NULL AS was_provisioned,
+               CASE WHEN l.blank THEN NULL ELSE coalesce(l.u_role, l.s_role) END AS old_role,
+               coalesce(l.u_active, false) AS old_active,
+               CASE WHEN l.blank THEN NULL ELSE l.s_pending END AS old_pending,
+               NOT l.blank AND l.s_reported AS old_reported, e.as_of IS NOT NULL AS unerased,
+               CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_p_as_of END AS p_as_of,
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_p_job_id END AS p_job_id,
+               CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_r_as_of END AS r_as_of,
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_r_job_id END AS r_job_id,
+               CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_a_as_of END AS a_as_of,
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_a_job_id END AS a_job_id,
+               CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_h_as_of END AS h_as_of,
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_h_job_id END AS h_job_id
+        FROM locked l
         LEFT JOIN LATERAL (
-            SELECT x.as_of, x.job_id FROM erased_stamps x
-            WHERE x.digest IN (c.digest, c.old_digest)
+            SELECT x.as_of, x.job_id COLLATE "C" AS job_id FROM erased_stamps x
+            WHERE l.blank AND x.digest IN (l.digest, l.old_digest)
               AND EXISTS (SELECT FROM erased_stamps)  -- once per statement: mostly there are none
-              AND s.provisioned_as_of = 0 AND s.role_as_of = 0 AND s.active_as_of = 0
-              AND s.password_as_of = 0 AND u.id IS NULL
             ORDER BY x.as_of DESC, x.job_id DESC
             LIMIT 1
         ) e ON true
@@ -156,7 +201,8 @@ _MERGE = f"""
             intent_reported = n.new_pending IS NOT NULL AND n.new_pending = n.old_pending AND n.old_reported,
             updated_at = now()
         FROM n
-        WHERE s.key = n.key AND (n.wins OR n.unerased)
+        WHERE s.key = n.key
+          AND CASE WHEN n.fresh THEN n.refused OR n.unerased ELSE n.wins OR n.unerased END
     ),
     created AS (
         INSERT INTO users (key, email, role, is_active, hashed_password)
@@ -376,16 +422,26 @@ class UserRepository(BaseRepository[User]):
         await self.session.execute(_LOCK, {"keys": list(keys), "key_version": key_version})
 
     async def apply(self, commands: Sequence[UserCommand], *, retention: float) -> list[Applied]:
-        """Apply commands for distinct, locked people in one statement; a row each, in order."""
-        params = {**_columns(commands), "retention_us": _micros(retention)}
-        result = await self.session.execute(_APPLY, params)
+        """Lock the commands' people in key order, then apply the commands; a row each, in order.
+
+        One command per person (`ValueError` otherwise): one statement writes a row once.
+        """
+        result = await self.session.execute(_APPLY, await self._lock_for(commands, retention))
         return [Applied(*row[:-1]) for row in result]  # the last column is the position
 
     async def apply_counting(self, commands: Sequence[UserCommand], *, retention: float) -> AppliedCounts:
         """As `apply`, for a large batch: only the statuses' counts and the refused commands' indexes."""
-        params = {**_columns(commands), "retention_us": _micros(retention)}
-        result = await self.session.execute(_APPLY_COUNTING, params)
+        result = await self.session.execute(_APPLY_COUNTING, await self._lock_for(commands, retention))
         return AppliedCounts(*result.one())
+
+    async def _lock_for(self, commands: Sequence[UserCommand], retention: float) -> dict[str, Any]:
+        """Run the first statement for `commands`; the parameters of the second."""
+        params: dict[str, Any] = dict(_columns(commands))
+        if len(set(params["keys"])) != len(commands):
+            raise ValueError("one command per person in a call: the same identity key appears twice")
+        params |= {"retention_us": _micros(retention), "token": uuid.uuid4(), "key_version": KEY_VERSION}
+        await self.session.execute(_LOCK_FOR, params)
+        return params
 
     async def expire_intents(self, *, window: float, batch: int) -> list[ExpiredIntent]:
         """Mark up to `batch` unreported set_user_role intents older than `window` s; which they were."""

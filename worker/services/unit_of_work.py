@@ -33,7 +33,7 @@ class Users(Protocol):
         ...
 
     async def apply(self, commands: Sequence[UserCommand], *, retention: float) -> list[Applied]:
-        """Apply commands for distinct, locked people; a row each, in order."""
+        """Lock the commands' people (one command each) in key order, then apply them; a row each."""
         ...
 
     async def apply_counting(self, commands: Sequence[UserCommand], *, retention: float) -> AppliedCounts:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
 from worker.jobs.stamps import Stamp
 from worker.passwords.hashing import DesiredPassword
@@ -95,7 +95,6 @@ async def apply_commands(
     changes nothing.
     """
     async with uow:
-        await uow.users.lock([c["key"] for c in commands], key_version=KEY_VERSION)
         rows = await uow.users.apply(commands, retention=retention)
         await uow.commit()
     return [_outcome(row) for row in rows]
@@ -120,7 +119,6 @@ async def provision_users(
     """
     commands = [command for _, command in entries]
     async with uow:
-        await uow.users.lock([c["key"] for c in commands], key_version=KEY_VERSION)
         counts = await uow.users.apply_counting(commands, retention=retention)
         await uow.commit()
     if counts.refused:

@@ -11,7 +11,7 @@ from types import TracebackType
 import pytest
 
 from worker.db.models import User, UserChange
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.repositories.user import Applied, AppliedCounts, ExpiredIntent, UserCommand
 from worker.services import users
 
@@ -105,7 +105,7 @@ class FakeUnitOfWork:
         self.committed += 1
 
 
-async def test_commands_lock_their_people_then_apply_in_one_statement_and_commit_once() -> None:
+async def test_commands_are_applied_in_one_call_and_committed_once() -> None:
     uow = FakeUnitOfWork()
     uow.users.answers.append(
         [applied("B@x.io"), applied("a@x.io", "pending", provisioned=False), applied("c@x.io", "unchanged")]
@@ -118,10 +118,7 @@ async def test_commands_lock_their_people_then_apply_in_one_statement_and_commit
         {"status": "pending", "email": "a@x.io"},  # no user: no role or is_active reported
         {"status": "unchanged", "email": "c@x.io", "user_id": 1, "role": "admin", "is_active": True},
     ]
-    assert uow.users.calls == [
-        ("lock", (["b@x.io", "a@x.io", "c@x.io"], KEY_VERSION)),  # identity keys (the repository sorts)
-        ("apply", (["B@x.io", "a@x.io", "c@x.io"], RETENTION)),
-    ]
+    assert uow.users.calls == [("apply", (["B@x.io", "a@x.io", "c@x.io"], RETENTION))]
     assert uow.committed == 1
 
 
@@ -141,10 +138,7 @@ async def test_a_batch_reports_its_refused_entries_by_index_among_the_rejected()
 
     outcome = await users.provision_users(uow, entries, rejected, retention=RETENTION)
 
-    assert uow.users.calls == [
-        ("lock", (["a@x.io", "b@x.io", "c@x.io"], KEY_VERSION)),
-        ("apply_counting", (["a@x.io", "b@x.io", "c@x.io"], RETENTION)),
-    ]
+    assert uow.users.calls == [("apply_counting", (["a@x.io", "b@x.io", "c@x.io"], RETENTION))]
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (1, 1, 0, 0)
     assert outcome.rejected == [
         {"index": 3, "error": users.REFUSED_ENTRY},  # the second command: the batch's entry 3
