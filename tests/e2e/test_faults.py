@@ -79,7 +79,7 @@ async def results(redis: ArqRedis, job_ids: Sequence[str]) -> list[dict[str, obj
 async def user_counts(engine: AsyncEngine) -> tuple[int, int]:
     """(rows, distinct lower-cased emails) in the users table."""
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT count(*), count(DISTINCT lower(email)) FROM users"))).one()
+        row = (await conn.execute(text("SELECT count(*), count(DISTINCT key) FROM users"))).one()
     return int(row[0]), int(row[1])
 
 
