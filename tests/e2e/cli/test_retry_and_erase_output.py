@@ -32,11 +32,16 @@ async def _fail(redis: ArqRedis, settings: Settings, email: str) -> str:
     return job_id
 
 
-async def _as_of(redis: ArqRedis, settings: Settings, job_id: str) -> int:
-    """The queued job's stamp (microseconds since the epoch)."""
+async def _kwargs(redis: ArqRedis, settings: Settings, job_id: str) -> dict[str, object]:
+    """The queued job's keyword arguments."""
     info = await Job(job_id, redis, _queue_name=settings.queue_name, _deserializer=deserialize).info()
     assert info is not None, f"job {job_id} is not queued"
-    return int(info.kwargs["as_of"])
+    return dict(info.kwargs)
+
+
+async def _as_of(redis: ArqRedis, settings: Settings, job_id: str) -> int:
+    """The queued job's stamp (microseconds since the epoch)."""
+    return int(str((await _kwargs(redis, settings, job_id))["as_of"]))
 
 
 async def test_retry_enqueues_the_same_command_again_under_a_new_id(
@@ -56,6 +61,14 @@ async def test_retry_enqueues_the_same_command_again_under_a_new_id(
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr
     assert await _as_of(redis, settings, kept) == await _as_of(redis, settings, reference_id)
+    # The whole stamp: the original job id breaks ties, unless the command is re-stamped as the newest.
+    assert await _kwargs(redis, settings, kept) | {"as_of": 0} == {
+        "email": "role@example.com",
+        "role": "admin",
+        "as_of": 0,
+        "stamp_job_id": failed,
+    }
+    assert "stamp_job_id" not in await _kwargs(redis, settings, now)
     assert await _as_of(redis, settings, now) > await _as_of(redis, settings, kept)
 
 
