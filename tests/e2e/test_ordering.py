@@ -45,6 +45,7 @@ import random
 import threading
 import time
 import unicodedata
+import urllib.request
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ from tests.support.ordering_model import (
 )
 from tests.support.processes import start_worker, stop
 from tests.support.settings import make_settings
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, free_port
 from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import SessionFactory, create_engine, create_session_factory
 from worker.jobs.errors import JobFailed
@@ -153,6 +154,7 @@ SEED = int(os.environ.get("ORDERING_SEED") or random.SystemRandom().randrange(2*
 
 TALLY: Counter[str] = Counter()
 LOGS: list[Path] = []
+METRICS_PORTS: list[int] = []
 
 
 class Loop:
@@ -173,7 +175,7 @@ class Loop:
         self.loop.close()
 
 
-@dataclass
+@dataclass(repr=False)
 class Rig:
     """What every example uses: the workers' proxy to PostgreSQL, Redis, and direct sessions."""
 
@@ -185,6 +187,9 @@ class Rig:
     sessions: SessionFactory
     erasure: ErasureKeys
     seal_key: str
+
+    def __repr__(self) -> str:
+        return f"Rig(queue {self.settings.queue_name!r})"
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +224,9 @@ def rig(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "seal_keys": seal_key,
         **window,
     }
-    workers = [start_worker(worker_settings, log, **options) for _ in range(2)]
+    ports = [free_port() for _ in range(2)]
+    METRICS_PORTS.extend(ports)
+    workers = [start_worker(worker_settings, log, metrics_port=port, **options) for port in ports]
     erasure = ErasureKeys(worker_settings.erasure_key_list)
     try:
         yield Rig(
@@ -286,7 +293,10 @@ class PhaseDraw:
 
 
 def _stamps(aged: bool) -> st.SearchStrategy[StampDraw]:
-    kinds = ["level"] * 4 + ["fresh"] * 2 + ["same"] * 3 + ["out"] + ["edge"] * (3 if aged else 0)
+    if aged:  # mostly edge stamps: people whose every stamp is one get purged
+        kinds = ["edge"] * 6 + ["level", "fresh", "same", "same", "out"]
+    else:
+        kinds = ["level"] * 4 + ["fresh"] * 2 + ["same"] * 3 + ["out"]
     return st.builds(StampDraw, st.sampled_from(kinds), st.integers(0, 63), st.sampled_from((0, 0, 1)))
 
 
@@ -317,16 +327,18 @@ def _jobs(draw: st.DrawFn, people: list[int], aged: bool) -> JobDraw:
 
 @st.composite
 def examples(draw: st.DrawFn) -> tuple[PhaseDraw, ...]:
-    """1-3 phases of 1-30 jobs each about some of the pool's people."""
+    """1-3 phases of 1-40 jobs each about some of the pool's people; some examples age a phase."""
     size = draw(st.integers(1, len(POOL)))
     people = list(draw(st.permutations(range(len(POOL))))[:size])
     count = draw(st.integers(1, 3))
-    aged_phase = draw(st.sampled_from((None, None, None, None, *range(count))))
+    aged_phase = draw(st.integers(0, count - 1)) if draw(st.integers(0, 4)) == 4 else None
     phases = []
     for phase in range(count):
         aged = phase == aged_phase
-        jobs = draw(st.lists(_jobs(people, aged), min_size=1, max_size=30))
-        erase = draw(st.lists(st.tuples(st.sampled_from(people), st.integers(0, 2)), max_size=3))
+        size = draw(st.integers(1, 40))
+        jobs = draw(st.lists(_jobs(people, aged), min_size=size, max_size=size))
+        named = sorted({entry.person for job in jobs for entry in job.entries})  # people with a history
+        erase = draw(st.lists(st.tuples(st.sampled_from(named), st.integers(0, 2)), max_size=3))
         phases.append(
             PhaseDraw(
                 jobs=tuple(jobs),
@@ -774,6 +786,8 @@ async def _run_example(rig: Rig, phases: tuple[PhaseDraw, ...], number: int) -> 
         isinstance(e, Erasure) for events in people.events.values() for e in events
     )
     TALLY["adjusted"] += timeline.adjusted
+    TALLY["behind erasure"] += people.behind_erasure
+    await _truncate(rig.engine)  # the jobs all finished: leave nothing to the other tests
 
 
 @seed(SEED)
@@ -799,10 +813,33 @@ def _log_retries(path: Path) -> tuple[int, int, int]:
     return retries, deadlocks, unlabelled
 
 
+def _metrics(port: int) -> dict[str, float]:
+    """A worker's Prometheus samples (no labels kept: summed over them)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            sample = name.split("{")[0] + ("{le=1}" if 'le="1.0"' in name else "")
+            samples[sample] = samples.get(sample, 0.0) + float(value)
+    return samples
+
+
 def test_the_property_run_covered_every_case_without_a_deadlock() -> None:
     retries, deadlocks, unlabelled = (sum(counts) for counts in zip(*map(_log_retries, LOGS), strict=True))
     TALLY["logged retries"] += retries
     TALLY["deadlock retries"] += deadlocks
+    for port in METRICS_PORTS:
+        samples = _metrics(port)
+        groups = samples.get("provisioning_group_size_count", 0)
+        TALLY["groups of several jobs"] += int(
+            groups - samples.get("provisioning_group_size_bucket{le=1}", 0)
+        )
+        TALLY["deadlock retries (metric)"] += int(samples.get("provisioning_deadlock_retries_total", 0))
+        TALLY["workers with groups of several"] += groups > samples.get(
+            "provisioning_group_size_bucket{le=1}", 0
+        )
     print(f"\nTALLY ordering (seed {SEED}): {dict(sorted(TALLY.items()))}")
     assert TALLY["examples"] >= PROFILE.max_examples
     for case in (
@@ -816,10 +853,12 @@ def test_the_property_run_covered_every_case_without_a_deadlock() -> None:
         "intents expired",
     ):
         assert TALLY[case] > 0, f"no example covered {case}"
-    for case in ("equal as_of", "sealed", "batches", "erasures as deletes"):
+    for case in ("equal as_of", "sealed", "batches", "erasures as deletes", "behind erasure"):
         assert TALLY[case] > 0, f"no example covered {case}"
+    assert TALLY["workers with groups of several"] == 2, "a worker never wrote a group of several jobs"
     assert unlabelled == 0, "retry log lines without a boolean deadlock field"
     assert deadlocks == 0, f"{deadlocks} deadlock retries; see {LOGS}"
+    assert TALLY["deadlock retries (metric)"] == 0
 
 
 PATTERNS = {

@@ -192,12 +192,17 @@ class People:
     # The audit rows since each person's last erasure: the accepted commands by job id.
     audit: dict[str, dict[str, Command]] = field(default_factory=lambda: defaultdict(dict))
     reported: set[tuple[str, Stamp]] = field(default_factory=set)
+    # Accepted commands no newer than their person's last erasure (they must change nothing).
+    behind_erasure: int = 0
 
     def record(self, command: Command) -> None:
         """A command ran: a refused one changes nothing (it never even locks its person)."""
         if command.refused:
             return
         key = command.key
+        erasures = [e.stamp for e in self.events[key] if isinstance(e, Erasure)]
+        if erasures and command.stamp <= max(erasures):
+            self.behind_erasure += 1
         self.events[key].append(command)
         self.audit[key].setdefault(command.job_id, command)
         if key in self.state_stamps:
@@ -414,7 +419,10 @@ def audit_problems(
       absent / pending = no user before or after; without a user after, the row's email is the
       command's and role / is_active are empty; a user id whenever there is a user;
     - the rows of a person chain: in some order each row's was_* (and the user id) is the previous
-      row's new values, from no user to the person's `users` row as it is now.
+      row's new values, from no user to the person's `users` row as it is now. That order is the
+      order the merges ran in, which is neither stamp order (an older command that arrives last
+      records the state the newer ones left) nor `recorded_at` order (the transaction's start,
+      taken before it waited for the person's lock), so the check is that such an order exists.
     """
     rows = list(rows)
     problems = []
