@@ -7,12 +7,14 @@ import itertools
 import random
 
 import pytest
+from pydantic_core import PydanticCustomError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.support.ordering_model import Command, State, final_states
+from tests.support.ordering_model import Command, Password, State, final_states
 from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
+from worker.jobs.emails import normalize_email
 from worker.jobs.identity import KEY_VERSION, identity_key
 from worker.jobs.stamps import MICROS, now_micros
 from worker.passwords.policy import hash_password
@@ -35,18 +37,25 @@ def c(
     function: str, email: str, at: int, role: str | None = None, password_hash: str | None = None
 ) -> Command:
     """A command stamped `at` microseconds after T0, with a job id of its own."""
-    return Command(function, email, T0 + at, f"job-{function}-{at}", role, password_hash)
+    password = Password(hash=password_hash) if password_hash is not None else None
+    return Command(function, email, T0 + at, f"job-{function}-{at}", role, password)
 
 
 def as_user_command(command: Command) -> UserCommand:
-    key = identity_key(command.email)
+    """The command as the worker makes it, after payload validation normalized the email (an email
+    validation refuses is passed on as it is, for tests of what the database refuses)."""
+    try:
+        email = normalize_email(command.email)
+    except PydanticCustomError:
+        email = command.email
+    key = identity_key(email)
     digest, old_digest = ERASURE.digests(key)
     return {
         "key": key,
-        "email": command.email,
+        "email": email,
         "function": command.function,
         "role": command.role,
-        "hashed_password": command.password_hash,
+        "hashed_password": command.password.hash if command.password is not None else None,
         "as_of": command.as_of,
         "job_id": command.job_id,
         "digest": digest,
@@ -62,7 +71,15 @@ async def run(session: AsyncSession, command: Command) -> UserOutcome:
 
 async def states(session: AsyncSession) -> dict[str, State]:
     result = await session.execute(text("SELECT email, role, is_active, hashed_password FROM users"))
-    return {row.email.lower(): State(*row) for row in result}
+    return {
+        identity_key(row.email): State(
+            row.email,
+            row.role,
+            row.is_active,
+            Password(hash=row.hashed_password) if row.hashed_password else None,
+        )
+        for row in result
+    }
 
 
 async def test_provision_creates_then_a_redelivery_is_unchanged(db_session: AsyncSession) -> None:
@@ -138,7 +155,7 @@ async def test_every_run_order_ends_in_the_sequential_state(db_session: AsyncSes
                 x.as_of,
                 x.job_id + email,
                 x.role,
-                x.password_hash,
+                x.password,
             )
             for x in order
         ]
