@@ -1,4 +1,9 @@
-"""A SAQ worker doing one raw asyncpg insert per job: the peer a user might pick instead.
+"""A SAQ worker doing one raw asyncpg transaction per job: the peer a user might pick instead.
+
+Each job does the least a hand-written job must do for the schema: compute the email's identity
+key, then one statement (so one implicit transaction and one round trip) that inserts the
+person's `user_states` row (key and key version only: no stamps, no intents) and the `users` row,
+both `ON CONFLICT (key) DO NOTHING`. No ordering by stamps, no audit row.
 
 python -m bench.saq_worker REDIS_URL QUEUE DSN JOBS   → prints {"rate": jobs/s}
 """
@@ -14,7 +19,13 @@ from typing import Any
 import asyncpg
 from saq import Queue, Worker
 
-INSERT = "INSERT INTO users (email, role) VALUES ($1, $2) ON CONFLICT (lower(email)) DO NOTHING"
+from worker.jobs.identity import KEY_VERSION, identity_key
+
+INSERT_USER = (
+    "WITH state AS (INSERT INTO user_states (key, key_version) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING) "
+    "INSERT INTO users (key, email, role) VALUES ($1, $3, $4) ON CONFLICT (key) DO NOTHING"
+)
+"""The person's key row and user row in one statement: the foreign key is checked at its end."""
 
 
 async def main(redis_url: str, queue_name: str, dsn: str, jobs: int) -> dict[str, float]:
@@ -24,8 +35,9 @@ async def main(redis_url: str, queue_name: str, dsn: str, jobs: int) -> dict[str
     marks: dict[str, float] = {}
 
     async def insert_user(ctx: Any, *, email: str, role: str) -> None:
+        key = identity_key(email)
         async with pool.acquire() as connection:
-            await connection.execute(INSERT, email, role)
+            await connection.execute(INSERT_USER, key, KEY_VERSION, email, role)
 
     async def before(ctx: Any) -> None:
         marks.setdefault("first", time.perf_counter())

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Sealed passwords: comma-separated Fernet keys; the first seals, all open (rotation).
     seal_keys: SecretStr | None = None
     seal_max_age: PositiveInt = 2 * 24 * 3600
+    # Erasure (README, "Erasure"): comma-separated secrets, the current one first, then the previous;
+    # `erase` keeps an erased person's newest stamp under an HMAC of the identity key with them.
+    erasure_keys: SecretStr | None = None
     # Hashing done by the worker: argon2id, never below OWASP's minimum; a thread per core.
     argon2_memory_kib: Annotated[int, Field(ge=MIN_MEMORY_KIB)] = MIN_MEMORY_KIB
     argon2_time_cost: Annotated[int, Field(ge=MIN_TIME_COST)] = MIN_TIME_COST
@@ -157,6 +160,22 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("erasure_keys")
+    @classmethod
+    def _erasure_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        keys = _split_keys(value)
+        if len(keys) > 2:
+            raise ValueError("ERASURE_KEYS holds at most 2 keys: the current one, then the previous one")
+        for position, key in enumerate(keys, start=1):
+            if len(key) < 32:
+                raise ValueError(
+                    f"ERASURE_KEYS key #{position} is shorter than 32 characters: make one with "
+                    "`python -m worker new-seal-key` (any 32+ random characters will do)"
+                )
+        return value
+
     @model_validator(mode="after")
     def _tombstones_outlive_failures(self) -> Settings:
         if self.tombstone_retention <= self.failed_job_retention:
@@ -170,6 +189,11 @@ class Settings(BaseSettings):
     def seal_key_list(self) -> list[str]:
         """The sealing keys, primary first (empty if none are configured)."""
         return _split_keys(self.seal_keys) if self.seal_keys is not None else []
+
+    @property
+    def erasure_key_list(self) -> list[str]:
+        """The erasure keys, current first (empty if none are configured)."""
+        return _split_keys(self.erasure_keys) if self.erasure_keys is not None else []
 
     @property
     def password_policy(self) -> PasswordPolicy:

@@ -21,9 +21,9 @@ from worker.jobs.payloads import (
     UserRef,
     parse_bulk_entries,
 )
-from worker.jobs.stamps import MICROS, now_micros
+from worker.jobs.stamps import now_micros
 from worker.passwords.sealing import unseal_password
-from worker.repositories.user import ExpiredIntent
+from worker.repositories.user import ExpiredIntent, UserCommand
 from worker.runtime.context import JobContext, WorkerContext
 from worker.runtime.failures import record_failure
 from worker.runtime.group_commit import RunAlone
@@ -61,7 +61,7 @@ async def provision_users(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResu
 
 
 async def _single_user(ctx: JobContext, function: str, command: UserRef) -> UserOutcome:
-    stamp = job_stamp(ctx, function, command.as_of)
+    stamp = job_stamp(ctx, function, command.as_of, command.stamp_job_id)
     password_hash: str | None = None
     if isinstance(command, ProvisionUser) and command.password_sealed is not None:
         password = unseal_password(
@@ -69,15 +69,28 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
         )
         async with open_unit_of_work(ctx["session_factory"]) as uow:
             password_hash = await users.password_to_store(uow, command.email, password)
-    user_command = users.user_command(function, command, stamp, hashed_password=password_hash)
+    user_command = users.user_command(function, command, stamp, ctx["erasure"], hashed_password=password_hash)
+    outcome = await _apply(ctx, user_command)
+    if outcome.status == "refused":
+        raise StampRefused(
+            f"{function}: as_of is older than TOMBSTONE_RETENTION ({ctx['settings'].tombstone_retention}s) "
+            "by the database's clock, so it can no longer be ordered against deletes: send it again with a "
+            "current as_of",
+            function=function,
+            as_of=stamp.as_of,
+        )
+    return outcome
+
+
+async def _apply(ctx: JobContext, command: UserCommand) -> UserOutcome:
     groups = ctx.get("command_groups")
     if groups is not None:
         try:
-            return await groups.apply(user_command)  # the group's session, not one of our own
+            return await groups.apply(command)  # the group's session, not one of our own
         except RunAlone:
             pass
     async with open_unit_of_work(ctx["session_factory"]) as uow:
-        return await users.apply_command(uow, user_command)
+        return await users.apply_command(uow, command, retention=ctx["settings"].tombstone_retention)
 
 
 async def _provision_users(ctx: JobContext, function: str, command: ProvisionUsers) -> BatchOutcome:
@@ -88,7 +101,7 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
             f"({limit}): split it",
             function=function,
         )
-    stamp = job_stamp(ctx, function, command.as_of)
+    stamp = job_stamp(ctx, function, command.as_of, command.stamp_job_id)
     # A few batches at a time: more would only contend in PostgreSQL and hold more connections.
     # Batches waiting for a slot keep only their raw entries; each is parsed once it has a slot,
     # before it takes a connection.
@@ -96,7 +109,12 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
         valid, rejected = await parse_bulk_entries(command.users)
         valid = _entries_in_window(ctx, valid, rejected)
         async with open_unit_of_work(ctx["session_factory"]) as uow:
-            return await users.provision_users(uow, users.bulk_commands(valid, stamp), rejected)
+            return await users.provision_users(
+                uow,
+                users.bulk_commands(valid, stamp, ctx["erasure"]),
+                rejected,
+                retention=ctx["settings"].tombstone_retention,
+            )
 
 
 def _entries_in_window(
@@ -125,12 +143,14 @@ HOUSEKEEPING_SHARE = 0.5
 
 
 async def expire_intents(ctx: WorkerContext) -> JobResult:
-    """Report set_user_role intents no provision claimed within INTENT_WINDOW as failed (UserNotFound)."""
+    """Report set_user_role intents no provision claimed within INTENT_WINDOW as failed (UserNotFound), once.
+
+    The intents are kept: a provision that arrives later still applies them."""
     settings = ctx["settings"]
 
     async def report(expired: list[ExpiredIntent]) -> None:
         for intent in expired:
-            error = UserNotFound(email=intent.email, role=intent.role, window=settings.intent_window)
+            error = UserNotFound(email=intent.key, role=intent.role, window=settings.intent_window)
             await record_failure(
                 ctx["redis"],
                 settings.queue_name,
@@ -139,7 +159,13 @@ async def expire_intents(ctx: WorkerContext) -> JobResult:
                 job_try=1,
                 error_type=type(error).__name__,
                 message=str(error),
-                arguments={"email": intent.email, "role": intent.role, "as_of": intent.as_of},
+                # The stamp whole, so that `retry` keeps the command's place among the person's commands.
+                arguments={
+                    "email": intent.key,
+                    "role": intent.role,
+                    "as_of": intent.as_of,
+                    "stamp_job_id": intent.job_id,
+                },
                 retention=settings.failed_job_retention,
             )
 
@@ -159,7 +185,7 @@ async def purge_expired(ctx: WorkerContext) -> JobResult:
     budget = settings.job_timeout * HOUSEKEEPING_SHARE / 2
     tombstones = await maintenance.purge_tombstones(
         lambda: open_unit_of_work(ctx["session_factory"]),
-        older_than=now_micros() - settings.tombstone_retention * MICROS,
+        retention=settings.tombstone_retention,
         deadline=loop.time() + budget,
         clock=loop.time,
     )

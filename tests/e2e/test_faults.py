@@ -63,9 +63,7 @@ async def enqueue_burst(
 async def user_states(engine: AsyncEngine) -> dict[str, State]:
     """Every provisioned user, by lower-cased email."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
-        )
+        rows = await conn.execute(text("SELECT email, role, is_active, hashed_password FROM users"))
         return {row.email.lower(): State(*row) for row in rows}
 
 
@@ -81,11 +79,7 @@ async def results(redis: ArqRedis, job_ids: Sequence[str]) -> list[dict[str, obj
 async def user_counts(engine: AsyncEngine) -> tuple[int, int]:
     """(rows, distinct lower-cased emails) in the users table."""
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT count(*), count(DISTINCT lower(email)) FROM users WHERE provisioned")
-            )
-        ).one()
+        row = (await conn.execute(text("SELECT count(*), count(DISTINCT key) FROM users"))).one()
     return int(row[0]), int(row[1])
 
 
@@ -158,11 +152,17 @@ async def _users_at_least(engine: AsyncEngine, count: int) -> bool:
 async def locked_user(
     engine: AsyncEngine, committing_sessions: SessionFactory
 ) -> AsyncIterator[AsyncConnection]:
-    """A user row that this test holds locked (FOR UPDATE) until it commits the connection."""
+    """A user whose state row (every command's lock) this test holds until it ends the connection."""
     async with engine.begin() as conn:
-        await conn.execute(text("INSERT INTO users (email, role) VALUES ('slow@example.com', 'viewer')"))
+        await conn.execute(text("INSERT INTO user_states (key, key_version) VALUES ('slow@example.com', 1)"))
+        await conn.execute(
+            text(
+                "INSERT INTO users (key, email, role) "
+                "VALUES ('slow@example.com', 'slow@example.com', 'viewer')"
+            )
+        )
     async with engine.connect() as conn:
-        await conn.execute(text("SELECT id FROM users WHERE email = 'slow@example.com' FOR UPDATE"))
+        await conn.execute(text("SELECT key FROM user_states WHERE key = 'slow@example.com' FOR UPDATE"))
         try:
             yield conn
         finally:

@@ -43,7 +43,7 @@ async def _client_redis(settings: Settings) -> ArqRedis:
 
 async def _provisioned(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int(await conn.scalar(text("SELECT count(*) FROM users WHERE provisioned")) or 0)
+        return int(await conn.scalar(text("SELECT count(*) FROM users")) or 0)
 
 
 async def _results(redis: ArqRedis, job_ids: list[str]) -> int:

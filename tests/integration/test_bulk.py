@@ -21,6 +21,7 @@ from worker.db.session import create_session_factory
 from worker.jobs.errors import JobFailed
 from worker.passwords.policy import hash_password
 from worker.runtime.context import JobContext
+from worker.services.erasure import ErasureKeys
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")
@@ -183,6 +184,7 @@ async def test_bulk_jobs_write_a_few_at_a_time(
     ctx: JobContext = {
         "settings": settings,
         "session_factory": create_session_factory(engine),
+        "erasure": ErasureKeys(settings.erasure_key_list),
         "bulk_slots": asyncio.Semaphore(slots),
     }
     try:

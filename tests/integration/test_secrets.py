@@ -26,11 +26,12 @@ from tests.support.processes import ROOT, run_module, worker_env
 from tests.support.settings import make_settings
 from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
-from worker.db.models import Role
 from worker.jobs.errors import JobFailed
+from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password, verify_password
 from worker.passwords.sealing import new_seal_key, seal_password
-from worker.repositories.user import UserRepository
+from worker.repositories.user import UserCommand, UserRepository
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")
@@ -54,7 +55,7 @@ async def _stored_hash(engine: AsyncEngine, email: str) -> str | None:
 
 async def _user_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int(await conn.scalar(text("SELECT count(*) FROM users WHERE provisioned")) or 0)
+        return int(await conn.scalar(text("SELECT count(*) FROM users")) or 0)
 
 
 async def _redis_dump(redis: ArqRedis) -> tuple[int, int, bytes]:
@@ -303,10 +304,22 @@ async def test_a_pickled_payload_never_runs(
 async def test_database_errors_do_not_carry_sql_parameters(db_session: AsyncSession) -> None:
     secret_hash = hash_password("do-not-print-me")
     users = UserRepository(db_session)
-    await users.create_user(email="p@example.com", role=Role.MEMBER, hashed_password=secret_hash)
+    key = identity_key("p@example.com")
+    command: UserCommand = {
+        "key": key,
+        "email": "P@example.com",
+        "function": "provision_user",
+        "role": "owner",  # no role: the database refuses the row, with the hash among the parameters
+        "hashed_password": secret_hash,
+        "as_of": now_micros(),
+        "job_id": new_id(),
+        "digest": None,
+        "old_digest": None,
+    }
+    await users.lock([key], key_version=KEY_VERSION)
     with pytest.raises(IntegrityError) as failure:
-        await users.create_user(email="P@example.com", role=Role.MEMBER, hashed_password=secret_hash)
-    assert "uq_users_email_lower" in str(failure.value)
+        await users.apply([command], retention=3600)
+    assert "ck_users_role" in str(failure.value)
     assert secret_hash not in str(failure.value)
     assert "parameters hidden" in str(failure.value)
 

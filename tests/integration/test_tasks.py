@@ -34,7 +34,7 @@ return 1
 async def _users(engine: AsyncEngine) -> list[tuple[object, ...]]:
     async with engine.connect() as conn:
         result = await conn.execute(
-            text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned ORDER BY email")
+            text("SELECT email, role, is_active, hashed_password FROM users ORDER BY email")
         )
         return [tuple(row) for row in result]
 
@@ -264,3 +264,31 @@ async def test_a_bad_row_in_a_group_fails_only_its_own_job(
         await bad.result(timeout=5)
     assert [(await job.result(timeout=5))["status"] for job in good] == ["created"] * 10
     assert len(await _users(engine)) == 10
+
+
+async def test_a_retry_keeps_the_whole_stamp_so_equal_as_of_ties_break_as_they_first_did(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine
+) -> None:
+    """Two roles at one as_of: the larger job id wins; sent again by `retry`, the loser still loses."""
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    await client.provision_user(email="tie@example.com", role="viewer", job_id=new_id())
+    await run_burst(settings)
+    as_of = int(time.time() * 1_000_000) + 1_000_000  # after the provision's stamp
+    first, second = sorted([new_id("tie"), new_id("tie")])
+    await client.set_user_role(email="tie@example.com", role="admin", job_id=second, as_of=as_of)
+    await client.set_user_role(email="tie@example.com", role="member", job_id=first, as_of=as_of)
+    await run_burst(settings)
+    # `first` sent again under a new id (which sorts after `second`), keeping its stamp whole.
+    again = await client.enqueue(
+        "set_user_role", job_id=new_id("zz"), email="tie@example.com", role="member", as_of=as_of,
+        stamp_job_id=first,
+    )  # fmt: skip
+    await run_burst(settings)
+    assert (await again.result(timeout=5))["status"] == "superseded"
+    assert await _users(engine) == [("tie@example.com", "admin", True, None)]
+    async with engine.connect() as conn:
+        recorded = set(
+            await conn.scalars(text("SELECT job_id FROM user_changes WHERE email_key = 'tie@example.com'"))
+        )
+    assert first in recorded
+    assert again.job_id not in recorded  # the retry is recorded under the stamp's job id, once

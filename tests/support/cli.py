@@ -20,6 +20,7 @@ def settings_env(settings: Settings, **extra: object) -> dict[str, str]:
         "REDIS_URL": settings.redis_url.get_secret_value(),
         "QUEUE_NAME": settings.queue_name,
         "COLUMNS": "200",  # rich tables keep one row on one line
+        "ERASURE_KEYS": ",".join(settings.erasure_key_list),
     }
     env.update({name.upper(): str(value) for name, value in extra.items()})
     return env

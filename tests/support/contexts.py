@@ -10,6 +10,7 @@ from tests.support.settings import make_settings
 from worker.db.session import create_engine, create_session_factory
 from worker.runtime.context import JobContext, WorkerContext
 from worker.runtime.wiring import shutdown, startup
+from worker.services.erasure import ErasureKeys
 
 
 async def start_and_stop(database_url: str, **overrides: object) -> WorkerContext:
@@ -31,6 +32,7 @@ async def job_context(database_url: str, job_try: int, **overrides: object) -> A
         yield {
             "settings": settings,
             "session_factory": create_session_factory(engine),
+            "erasure": ErasureKeys(settings.erasure_key_list),
             "job_id": "retry-test",
             "enqueue_time": datetime.now(UTC),
             "job_try": job_try,

@@ -24,6 +24,7 @@ def worker_env(settings: Settings, **extra: object) -> dict[str, str]:
         "REDIS_URL": settings.redis_url.get_secret_value(),
         "QUEUE_NAME": settings.queue_name,
         "LOG_FORMAT": "json",
+        "ERASURE_KEYS": ",".join(settings.erasure_key_list),
     }
     env.update({name.upper(): str(value) for name, value in extra.items()})
     return env

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis as sync_redis
 from arq.connections import ArqRedis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tests.support.databases import create_database, drop_database, migrate
 from tests.support.ids import RUN_ID
+from tests.support.queries import EMPTY_TABLES
 from tests.support.settings import TEST_REDIS_URL, make_settings
 from worker.client import connect_redis
 from worker.db.session import SessionFactory, create_engine, create_session_factory
@@ -103,7 +103,7 @@ async def committing_sessions(engine: AsyncEngine) -> AsyncIterator[SessionFacto
         yield create_session_factory(engine)
     finally:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE users, user_changes RESTART IDENTITY"))
+            await conn.execute(EMPTY_TABLES)
 
 
 @pytest.fixture

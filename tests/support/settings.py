@@ -13,6 +13,10 @@ from worker.settings import Settings
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
+TEST_ERASURE_KEY = "test-erasure-key-" + "0123456789abcdef" * 2
+"""ERASURE_KEYS for tests (a secret of their own, never a deployment's)."""
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test: its own database, Redis db index and queue; no `.env` read."""
     values: dict[str, Any] = {
@@ -21,6 +25,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "queue_name": f"t{RUN_ID}:{uuid.uuid4().hex[:8]}:queue",
         "db_pool_size": 5,
         "log_format": "off",  # in-process workers leave pytest's log capture alone
+        "erasure_keys": TEST_ERASURE_KEY,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

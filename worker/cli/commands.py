@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from arq.jobs import Job
+from pydantic_core import PydanticCustomError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
@@ -23,7 +24,9 @@ from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
 from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import create_engine, create_session_factory
+from worker.jobs.emails import normalize_email
 from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
+from worker.jobs.identity import KeyRefused, identity_key
 from worker.jobs.payloads import PAYLOADS
 from worker.jobs.stamps import CLOCK
 from worker.passwords.sealing import new_seal_key
@@ -31,6 +34,7 @@ from worker.repositories.audit import change_record
 from worker.runtime.failures import erase_failures, failed_job, failed_jobs
 from worker.runtime.health import check_health
 from worker.services import maintenance
+from worker.services.erasure import ErasureKeys
 from worker.services.unit_of_work import SqlAlchemyUnitOfWork, open_unit_of_work
 from worker.settings import Settings, get_settings
 
@@ -190,8 +194,10 @@ async def _retry(options: argparse.Namespace) -> int:
             )
             return 2
         arguments = dict(failure["arguments"])
+        arguments.setdefault("stamp_job_id", failure["job_id"])  # the whole stamp: (as_of, original id)
         if options.as_of == "now":
             arguments["as_of"] = CLOCK.now()
+            del arguments["stamp_job_id"]  # a new stamp: this job's own id breaks its ties
         try:
             new = await client.enqueue(failure["function"], job_id=options.new_job_id, **arguments)
         except (InvalidPayload, DuplicateJob) as error:
@@ -355,10 +361,11 @@ async def _unit_of_work(settings: Settings) -> AsyncIterator[SqlAlchemyUnitOfWor
 
 async def _history(options: argparse.Namespace) -> int:
     settings = get_settings()
+    key = _identity_key(options.email)
+    if key is None:
+        return 2
     async with _unit_of_work(settings) as uow, uow:
-        rows = [
-            change_record(change) for change in await uow.audit.history(options.email, limit=options.limit)
-        ]
+        rows = [change_record(change) for change in await uow.audit.history(key, limit=options.limit)]
     if options.json:
         print(json.dumps(rows, sort_keys=True))
         return 0
@@ -383,10 +390,25 @@ async def _history(options: argparse.Namespace) -> int:
     return 0
 
 
+def _identity_key(email: str) -> str | None:
+    """The identity key of an email given on the command line, or None after saying why there is none."""
+    try:
+        return identity_key(normalize_email(email))
+    except (PydanticCustomError, KeyRefused) as error:
+        print(f"error: {email!r} is not an email the worker accepts: {error}", file=sys.stderr)
+        return None
+
+
 async def _erase(options: argparse.Namespace) -> int:
     settings = get_settings()
-    async with _unit_of_work(settings) as uow:
-        removed = await maintenance.erase(uow, options.email)
+    if _identity_key(options.email) is None:
+        return 2
+    try:
+        async with _unit_of_work(settings) as uow:
+            removed = await maintenance.erase(uow, options.email, ErasureKeys(settings.erasure_key_list))
+    except maintenance.ErasureNotConfigured as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if removed is None:
         print(
             f"error: a user with email {options.email} exists: delete it first "

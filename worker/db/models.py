@@ -1,12 +1,28 @@
-"""ORM models: the declarative `Base` and `User`."""
+"""ORM models: the declarative `Base`, `User`, the per-person `UserState`, and the audit trail."""
 
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, Identity, Index, MetaData, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so autogenerate and downgrades never chase generated names.
@@ -35,6 +51,21 @@ class Role(enum.StrEnum):
     VIEWER = "viewer"
 
 
+def _role(*, nullable: bool) -> Mapped[Any]:
+    return mapped_column(
+        Enum(
+            Role,
+            name="role",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            validate_strings=True,
+            values_callable=lambda roles: [r.value for r in roles],
+        ),
+        nullable=nullable,
+    )
+
+
 def _as_of() -> Mapped[int]:
     """The `as_of` (µs since the epoch) of the command that last wrote a field; 0 for none."""
     return mapped_column(BigInteger, server_default=text("0"))
@@ -45,34 +76,25 @@ def _job_id() -> Mapped[str]:
     return mapped_column(Text(collation="C"), server_default=text("''"))
 
 
-class User(Base):
-    """One row per email (any letter case): a provisioned account, or the stamps of one that is not.
+class UserState(Base):
+    """One row per identity key: the stamps that order a person's commands, and its lock.
 
-    Every field carries the stamp of the newest command that wrote it, so that commands converge on
-    the newest one's state whatever order they run in. A row with `provisioned` false is no user:
-    it is a tombstone (a delete's stamps) or holds commands that arrived before their user
-    (a `set_user_role` intent, a deactivation). Repositories hide such rows from user lookups.
+    Every field of a user (provisioned, role, is_active, hashed_password) carries the stamp
+    (as_of, job id) of the newest command that wrote it, so that commands converge on the newest
+    one's state whatever order they run in. The row outlives the user: after a delete it is the
+    tombstone, and before a provision it holds the commands that came early (a role intent, a
+    deactivation). Every command locks this row first, in key order, so it also serialises each
+    person's commands. Purged once every stamp is older than TOMBSTONE_RETENTION.
     """
 
-    __tablename__ = "users"
+    __tablename__ = "user_states"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
-    hashed_password: Mapped[str | None] = mapped_column(String(512))
-    role: Mapped[Role | None] = mapped_column(
-        Enum(
-            Role,
-            name="role",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            validate_strings=True,
-            values_callable=lambda roles: [r.value for r in roles],
-        )
-    )
-    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
-    provisioned: Mapped[bool] = mapped_column(server_default=text("true"))
-    # Each field's stamp (as_of, job id): provisioned, role, is_active and hashed_password.
+    key: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    key_version: Mapped[int] = mapped_column(SmallInteger)
+    # A random token of the unit of work that inserted the row: its merge knows the row is new.
+    inserted_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The role field while the person has no `users` row (a set_user_role intent); NULL otherwise.
+    role: Mapped[Role | None] = _role(nullable=True)
     provisioned_as_of: Mapped[int] = _as_of()
     provisioned_job_id: Mapped[str] = _job_id()
     role_as_of: Mapped[int] = _as_of()
@@ -81,40 +103,76 @@ class User(Base):
     active_job_id: Mapped[str] = _job_id()
     password_as_of: Mapped[int] = _as_of()
     password_job_id: Mapped[str] = _job_id()
-    # When a set_user_role intent was stored for a user not provisioned yet (it expires after
-    # INTENT_WINDOW); None otherwise.
+    # When a set_user_role intent was stored for a person not provisioned yet; None otherwise.
     pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The intent outlived INTENT_WINDOW and was reported once as a failed job (UserNotFound).
+    intent_reported: Mapped[bool] = mapped_column(server_default=text("false"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # Intents waiting for their report, for the expiry job; NULL on every other row, so small.
+        Index(
+            "ix_user_states_pending_since",
+            pending_since,
+            postgresql_where=text("pending_since IS NOT NULL AND NOT intent_reported"),
+        ),
+    )
+
+
+class User(Base):
+    """A provisioned user: a row exists exactly while the person is provisioned.
+
+    `key` is the person's identity key (README, "Identity"): one person, one key, one row. Every
+    reader (a login or SSO service, a report) can take the table as it is: nothing here is a
+    tombstone or an intent.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    # The identity key (byte order, never the collation's): unique, and the row's lock in user_states.
+    key: Mapped[str] = mapped_column(Text(collation="C"), ForeignKey(UserState.key), unique=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    hashed_password: Mapped[str | None] = mapped_column(String(512))
+    role: Mapped[Role] = _role(nullable=False)
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
-    __table_args__ = (
-        # Case-insensitive uniqueness, enforced by PostgreSQL; also the ON CONFLICT target.
-        Index("uq_users_email_lower", func.lower(email), unique=True),
-        # Pending set_user_role intents, for their expiry; NULL on every other row, so small.
-        Index("ix_users_pending_since", pending_since, postgresql_where=pending_since.isnot(None)),
-    )
-
     def __repr__(self) -> str:
-        return (
-            f"User(id={self.id!r}, email={self.email!r}, role={self.role!r}, is_active={self.is_active!r}, "
-            f"provisioned={self.provisioned!r})"
-        )
+        return f"User(id={self.id!r}, email={self.email!r}, role={self.role!r}, is_active={self.is_active!r})"
+
+
+class ErasedStamp(Base):
+    """What `erase` leaves of a person: its newest stamp, under a keyed digest of its identity key.
+
+    No email and no key is kept: the digest (HMAC-SHA256 with ERASURE_KEYS) lets a later command
+    for the same person find it, and nobody holding the table alone can tell who it was. A
+    command older than the stamp is superseded as by a delete; purged with the tombstones.
+    """
+
+    __tablename__ = "erased_stamps"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    as_of: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str] = mapped_column(Text(collation="C"))
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UserChange(Base):
-    """The audit trail: one row per command outcome and email (a re-run of a job adds none).
+    """The audit trail: one row per command outcome and person (a re-run of a job adds none).
 
     Each field is recorded as it was before the command and as it is after; a field changed where
     the two differ (`changes`). Plain columns rather than a JSON document: bulk batches write a
     thousand rows at a time, and building documents cost more than writing the rows. Keyed by
-    (lower-cased email, job id): the key de-duplicates re-runs and serves lookups by email.
+    (identity key, job id): the key de-duplicates re-runs and serves lookups by email.
     """
 
     __tablename__ = "user_changes"
 
-    email_key: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), primary_key=True)
+    email_key: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
     job_id: Mapped[str] = mapped_column(Text, primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
     user_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -7,7 +7,8 @@ verdict is cached, and a plain ASCII local part is checked with a dot-atom patte
 the library's own ATEXT. Anything else (quoted or non-ASCII local parts, display names, RFC 2142
 mailbox names, bad domains, over-long addresses) goes to the library itself, so results and
 error messages are the library's; `tests/unit/jobs/test_emails.py` checks that both paths agree on
-generated addresses.
+generated addresses. `Email` also refuses addresses that have no identity key
+(`worker.jobs.identity.keyable`: compatibility characters and the like), so a job never carries one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from email_validator.rfc_constants import (
 )
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic.networks import validate_email
+
+from worker.jobs.identity import keyable
 
 # The plain shape: a dot-atom local part (the library's own ATEXT) and an ASCII host name.
 _PLAIN_ADDRESS = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
@@ -52,5 +55,10 @@ def normalize_email(value: str) -> str:
     return validate_email(value)[1]
 
 
-Email = Annotated[str, AfterValidator(normalize_email), WithJsonSchema({"type": "string", "format": "email"})]
-"""A valid email address, normalized as `pydantic.EmailStr` does (for payload models)."""
+Email = Annotated[
+    str,
+    AfterValidator(normalize_email),
+    AfterValidator(keyable),
+    WithJsonSchema({"type": "string", "format": "email"}),
+]
+"""A valid email address with an identity key, normalized as `pydantic.EmailStr` does (for payload models)."""

@@ -54,14 +54,6 @@ class TransientError(Exception):
     """A failure of ours that is worth retrying (a race that a fresh attempt resolves)."""
 
 
-class ConcurrentChange(TransientError):
-    """Another job changed this user under us in a way a fresh run resolves (it is retried)."""
-
-    def __init__(self, message: str, *, raced: int) -> None:
-        super().__init__(message)
-        self.raced = raced
-
-
 class GaveUp(Exception):
     """A transient failure outlasted every try the job had (`MAX_TRIES`)."""
 

@@ -20,6 +20,7 @@ from typing_extensions import TypedDict
 
 from worker.jobs.emails import Email
 from worker.jobs.errors import InvalidPayload
+from worker.jobs.identity import identity_key
 from worker.jobs.stamps import AsOf
 from worker.passwords.policy import (
     ARGON2ID_FORMAT,
@@ -72,12 +73,18 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
 
 
+StampJobId = Annotated[str, Field(min_length=1, max_length=256)]
+"""The job id of the command whose stamp a job carries: set by `retry`, so that a command sent
+again keeps its whole stamp (as_of, job id), and with it its place among equal as_of values."""
+
+
 class UserRef(Payload):
     """Arguments naming one user by email (any letter case), and optionally when the command was made."""
 
     email: Email
     # Set by the system of record; without it the job's enqueue time orders the command.
     as_of: AsOf | None = None
+    stamp_job_id: StampJobId | None = None
 
 
 class UserWithRole(UserRef):
@@ -137,6 +144,7 @@ class ProvisionUsers(Payload):
     users: Annotated[list[Any], Field(min_length=1, max_length=BULK_HARD_LIMIT)]
     # Every entry's stamp, unless the entry has its own as_of; without either, the enqueue time.
     as_of: AsOf | None = None
+    stamp_job_id: StampJobId | None = None
 
 
 PAYLOADS: dict[str, type[Payload]] = {
@@ -210,7 +218,7 @@ async def parse_bulk_entries(
     valid: list[tuple[int, BulkUser]] = []
     first_seen: dict[str, int] = {}
     for index, user in parsed:
-        key = user["email"].lower()
+        key = identity_key(user["email"])
         if key in first_seen:
             problems.append((index, f"email: duplicate of entry {first_seen[key]}"))
         else:

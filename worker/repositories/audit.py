@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, select, tuple_
 
 from worker.db.models import UserChange
 from worker.jobs.stamps import MICROS
@@ -35,11 +35,11 @@ class AuditRepository(BaseRepository[UserChange]):
 
     model = UserChange
 
-    async def history(self, email: str, *, limit: int = 1000) -> Sequence[UserChange]:
-        """An email's recorded outcomes (any letter case) in stamp order, oldest first."""
+    async def history(self, key: str, *, limit: int = 1000) -> Sequence[UserChange]:
+        """A person's recorded outcomes (by identity key) in stamp order, oldest first."""
         statement = (
             select(UserChange)
-            .where(UserChange.email_key == func.lower(email))
+            .where(UserChange.email_key == key)
             .order_by(UserChange.as_of, UserChange.job_id)
             .limit(limit)
         )
@@ -58,9 +58,7 @@ class AuditRepository(BaseRepository[UserChange]):
         )
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
 
-    async def erase(self, email: str) -> int:
-        """Delete every row for `email` (any letter case); how many went."""
-        result = await self.session.execute(
-            delete(UserChange).where(UserChange.email_key == func.lower(email))
-        )
+    async def erase(self, key: str) -> int:
+        """Delete every row of a person (by identity key); how many went."""
+        result = await self.session.execute(delete(UserChange).where(UserChange.email_key == key))
         return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE

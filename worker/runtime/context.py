@@ -14,6 +14,7 @@ from worker.passwords.hashing import PasswordHashing
 from worker.passwords.sealing import KeyRing
 from worker.runtime.group_commit import CommandGroups
 from worker.runtime.health import HealthReporter
+from worker.services.erasure import ErasureKeys
 from worker.settings import Settings
 
 
@@ -30,6 +31,7 @@ class WorkerContext(TypedDict, total=False):
     health: HealthReporter
     metrics_server: Any
     key_ring: KeyRing | None
+    erasure: ErasureKeys
 
 
 class JobContext(WorkerContext, total=False):

@@ -9,6 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arq.connections import ArqRedis
+from pydantic_core import PydanticCustomError
+
+from worker.jobs.emails import normalize_email
+from worker.jobs.identity import KeyRefused, identity_key
 
 SECRET_FIELDS = frozenset({"password_hash", "password_sealed"})
 ARGUMENTS_LIMIT = 64 * 1024
@@ -105,8 +109,17 @@ async def failed_job(redis: ArqRedis, queue_name: str, job_id: str) -> dict[str,
     return None if raw is None else dict(json.loads(raw))
 
 
+def _same_person(recorded: str, key: str) -> bool:
+    """Whether an email kept in a failure record names the person with identity key `key`."""
+    try:
+        return identity_key(normalize_email(recorded)) == key
+    except (PydanticCustomError, KeyRefused):
+        return recorded.lower() == key  # a payload that never validated: as it was sent
+
+
 async def erase_failures(redis: ArqRedis, queue_name: str, email: str) -> int:
-    """Delete the failed-job records of single-user jobs for `email` (any letter case); how many."""
+    """Delete the failed-job records of single-user jobs for the person `email` names; how many."""
+    person = identity_key(normalize_email(email))
     ids: Sequence[bytes] = await redis.zrange(failed_index(queue_name), 0, -1)
     if not ids:
         return 0
@@ -115,7 +128,7 @@ async def erase_failures(redis: ArqRedis, queue_name: str, email: str) -> int:
         (job_id, key)
         for job_id, key, raw in zip(ids, keys, await redis.mget(keys), strict=True)
         if raw is not None
-        and str(json.loads(raw).get("arguments", {}).get("email", "")).lower() == email.lower()
+        and _same_person(str(json.loads(raw).get("arguments", {}).get("email", "")), person)
     ]
     if doomed:
         async with redis.pipeline(transaction=True) as pipe:

@@ -3,7 +3,8 @@
 Per-job transactions cap the worker at a fraction of what the queue delivers: each costs a
 session, several round trips and a commit. Here every job still gets its own result, but the
 commands of all jobs waiting at that moment go to PostgreSQL as one set-based merge (one command
-per email: a second command for an email waits for the next group). A job whose group fails for a
+per person: a second command for the same identity key waits for the next group). A job whose
+group fails for a
 transient reason is retried like any other; one whose group fails for any other reason runs again
 on its own (`RunAlone`), so a bad row can only ever fail its own job.
 
@@ -43,8 +44,11 @@ class _Waiting:
 class CommandGroups:
     """Collects concurrent single-user commands into group writes."""
 
-    def __init__(self, session_factory: SessionFactory, *, max_group: int = 500, window: float = 0.0) -> None:
+    def __init__(
+        self, session_factory: SessionFactory, *, retention: float, max_group: int = 500, window: float = 0.0
+    ) -> None:
         self._session_factory = session_factory
+        self._retention = retention
         self._max_group = max_group
         self._window = window
         self._waiting: list[_Waiting] = []
@@ -67,16 +71,16 @@ class CommandGroups:
                 await asyncio.sleep(self._window)
             group: list[_Waiting] = []
             later: list[_Waiting] = []
-            emails: set[str] = set()
+            keys: set[str] = set()
             for waiting in self._waiting:
                 if waiting.future.done():  # its job was cancelled meanwhile
                     continue
-                email = waiting.command["email"].lower()
-                # One statement may touch a row once: a second job for an email waits for the next group.
-                if email in emails or len(group) >= self._max_group:
+                key = waiting.command["key"]
+                # One statement may touch a person once: a second job for a person waits for the next group.
+                if key in keys or len(group) >= self._max_group:
                     later.append(waiting)
                 else:
-                    emails.add(email)
+                    keys.add(key)
                     group.append(waiting)
             self._waiting = later
             under_load = len(group) > 1
@@ -87,7 +91,7 @@ class CommandGroups:
     async def _write(self, group: list[_Waiting]) -> None:
         try:
             async with open_unit_of_work(self._session_factory) as uow:
-                outcomes = await apply_commands(uow, [w.command for w in group])
+                outcomes = await apply_commands(uow, [w.command for w in group], retention=self._retention)
         except Exception as error:
             transient = is_transient(error)
             if not transient:

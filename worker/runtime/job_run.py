@@ -24,7 +24,7 @@ from worker.runtime import metrics
 from worker.runtime.context import JobContext
 from worker.runtime.failures import record_failure
 from worker.runtime.logs import log_job_event
-from worker.runtime.retries import backoff_delay, is_transient
+from worker.runtime.retries import backoff_delay, is_deadlock, is_transient
 from worker.services.outcome import BatchOutcome, UserOutcome
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ async def _attempt(
         if job_try >= settings.max_tries:
             raise GaveUp(function=function, tries=job_try, last_error=reason) from None
         delay = backoff_delay(job_try, base=settings.retry_base_delay, cap=settings.retry_max_delay)
+        deadlock = is_deadlock(error)
+        if deadlock:
+            metrics.DEADLOCK_RETRIES.labels(function).inc()
         logger.warning(
             "job %s %s try %d hit a transient error (%s); retrying in %.2fs",
             ctx.get("job_id"),
@@ -124,6 +127,7 @@ async def _attempt(
             job_try,
             reason,
             delay,
+            extra={"event": {"event": "retry", "job_id": ctx.get("job_id"), "deadlock": deadlock}},
         )
         raise Retry(defer=delay) from error
     return outcome.as_result()
@@ -154,8 +158,8 @@ async def _keep_failure(
 ) -> None:
     """Record a failed job for `python -m worker failed` / `retry`; never fails the job twice.
 
-    The record keeps the job's stamp (its `as_of`, or its enqueue time), so that `retry` sends the
-    command at its original position among the user's commands.
+    The record keeps the job's whole stamp (its `as_of`, or its enqueue time, and its job id), so
+    that `retry` sends the command at its original position among the user's commands.
     """
     redis, settings = ctx.get("redis"), ctx.get("settings")
     if redis is None or settings is None:
@@ -163,6 +167,8 @@ async def _keep_failure(
     arguments = dict(kwargs)
     if "as_of" not in arguments and "enqueue_time" in ctx:
         arguments["as_of"] = enqueue_micros(ctx)
+    if "stamp_job_id" not in arguments and ctx.get("job_id") is not None:
+        arguments["stamp_job_id"] = str(ctx["job_id"])
     try:
         await record_failure(
             redis,
@@ -180,12 +186,17 @@ async def _keep_failure(
         logger.exception("could not record the failure of job %s", ctx.get("job_id"))
 
 
-def job_stamp(ctx: JobContext, function: str, as_of: int | None) -> Stamp:
-    """The job's stamp: its `as_of`, else its enqueue time; refused outside the accepted window."""
+def job_stamp(ctx: JobContext, function: str, as_of: int | None, stamp_job_id: str | None = None) -> Stamp:
+    """The job's stamp: its `as_of`, else its enqueue time, and the job id it carries (a retry's
+    original one), else its own; refused outside the accepted window.
+
+    This check, by the worker's clock, refuses early; the merge checks the window again under the
+    person's lock by the database's clock, which is the one that counts.
+    """
     if as_of is None:
         as_of = enqueue_micros(ctx)
     check_window(ctx, as_of, function, now=now_micros())
-    return Stamp(as_of, str(ctx["job_id"]))
+    return Stamp(as_of, stamp_job_id or str(ctx["job_id"]))
 
 
 def check_window(ctx: JobContext, as_of: int, function: str, *, now: int) -> None:

@@ -23,6 +23,12 @@ JOBS_FAILED = Counter(
 JOBS_RETRIED = Counter(
     "provisioning_jobs_retried", "Job runs ending in a retry", ["function", "error_type"], registry=REGISTRY
 )
+DEADLOCK_RETRIES = Counter(
+    "provisioning_deadlock_retries",
+    "Job runs retried because PostgreSQL detected a deadlock (locks are taken in key order: expect 0)",
+    ["function"],
+    registry=REGISTRY,
+)
 SECURITY_FAILURES = Counter(
     "provisioning_security_failures",
     "Deactivations and deletions that failed for good: a person may keep access",

@@ -72,6 +72,13 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def is_deadlock(error: BaseException) -> bool:
+    """True if PostgreSQL broke a deadlock by failing this statement (SQLSTATE 40P01)."""
+    cause = error.__cause__ if not isinstance(error, sa_exc.DBAPIError) else error
+    orig = getattr(cause, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or "") == "40P01"
+
+
 def backoff_delay(job_try: int, *, base: float, cap: float) -> float:
     """Seconds to wait before try `job_try + 1`: exponential, capped, with jitter in [½, 1] of it."""
     ceiling = min(cap, base * 2.0 ** max(job_try - 1, 0))

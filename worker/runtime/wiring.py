@@ -24,6 +24,7 @@ from worker.runtime.health import HealthReporter
 from worker.runtime.hooks import JobHook, contained
 from worker.runtime.logs import configure_logging, install_log_redaction
 from worker.runtime.retries import is_transient
+from worker.services.erasure import ErasureKeys
 from worker.settings import Settings
 from worker.tasks import TASKS
 
@@ -47,7 +48,11 @@ async def startup(ctx: WorkerContext) -> None:
     await _warm_pool(engine, min(settings.db_pool_warm, settings.db_pool_size))
     ctx["session_factory"] = create_session_factory(engine)
     ctx["command_groups"] = (
-        CommandGroups(ctx["session_factory"], window=settings.group_commit_window)
+        CommandGroups(
+            ctx["session_factory"],
+            retention=settings.tombstone_retention,
+            window=settings.group_commit_window,
+        )
         if settings.group_commit
         else None
     )
@@ -55,6 +60,7 @@ async def startup(ctx: WorkerContext) -> None:
     ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
+    ctx["erasure"] = ErasureKeys(settings.erasure_key_list)
     configure_logging(settings.log_format)
     install_log_redaction()
     reporter = HealthReporter(ctx["redis"], settings, engine.pool)

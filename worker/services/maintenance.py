@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
+from worker.jobs.identity import KEY_VERSION, identity_key
 from worker.repositories.user import ExpiredIntent
+from worker.services.erasure import ErasureKeys
 from worker.services.unit_of_work import UnitOfWork
 
 PURGE_BATCH = 5000
@@ -24,10 +26,11 @@ UnitsOfWork = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 async def expire_intents(
     uow: UnitOfWork, report: ReportExpired, *, window: float, batch: int = 1000
 ) -> list[ExpiredIntent]:
-    """Drop set_user_role intents older than `window` seconds, after `report` has recorded them.
+    """Report set_user_role intents older than `window` seconds, once each; they are kept.
 
-    `report` runs inside the transaction: if it fails, nothing is dropped, and the next run
-    reports the same intents again.
+    A provision arriving later still applies the intent (the newest role wins), and the purge
+    removes it with the tombstones. `report` runs inside the transaction: if it fails, nothing
+    is marked, and the next run reports the same intents again.
     """
     async with uow:
         expired = await uow.users.expire_intents(window=window, batch=batch)
@@ -38,12 +41,16 @@ async def expire_intents(
 
 
 async def purge_tombstones(
-    new_uow: UnitsOfWork, *, older_than: int, deadline: float, clock: Callable[[], float]
+    new_uow: UnitsOfWork, *, retention: float, deadline: float, clock: Callable[[], float]
 ) -> int:
-    """Delete tombstones and stale intents with every stamp before `older_than` (µs), until `deadline`."""
+    """Delete tombstones, intents and erased stamps older than `retention` s, until `deadline`.
+
+    The cut-off is the one the merge refuses stamps by, read under the same row locks, so no
+    command that was accepted can meet a tombstone that is gone.
+    """
     return await _in_batches(
         new_uow,
-        lambda uow: uow.users.purge_tombstones(older_than=older_than, batch=PURGE_BATCH),
+        lambda uow: uow.users.purge_states(retention=retention, batch=PURGE_BATCH),
         deadline=deadline,
         clock=clock,
     )
@@ -84,15 +91,35 @@ async def _in_batches(
     return total
 
 
-async def erase(uow: UnitOfWork, email: str) -> tuple[int, int] | None:
-    """Remove `email` from tombstones, intents and the audit trail: (stamp rows, audit rows) removed.
+async def erase(uow: UnitOfWork, email: str, erasure: ErasureKeys) -> tuple[int, int] | None:
+    """Forget a person who is no user: (state rows, audit rows) removed; None while the user exists.
 
-    None, and nothing removed, while a provisioned user has this email: delete it first.
+    The person's state row is locked first, as every command locks it, so nothing can provision
+    them meanwhile. Its newest stamp stays under a digest of the identity key (no email, no key):
+    an older command that arrives later is still superseded as by a delete.
     """
+    if not erasure.configured:
+        raise ErasureNotConfigured()
+    key = identity_key(email)
+    digest, old_digest = erasure.digests(key)
+    assert digest is not None  # configured
     async with uow:
-        if await uow.users.get_user_by_email(email) is not None:
+        await uow.users.lock([key], key_version=KEY_VERSION)
+        if await uow.users.get_user_by_key(key) is not None:
             return None
-        stamps = await uow.users.erase_stamps(email)
-        audit = await uow.audit.erase(email)
+        states = await uow.users.erase_state(key, digest, old_digest)
+        audit = await uow.audit.erase(key)
         await uow.commit()
-    return stamps, audit
+    return states, audit
+
+
+class ErasureNotConfigured(Exception):
+    """`erase` needs ERASURE_KEYS, to keep the erased person's stamp without their email."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "erase needs ERASURE_KEYS (a secret of 32+ characters, such as `python -m worker new-seal-key` "
+            "prints): "
+            "without it the erased person's stamps could not be kept, and an older command still queued "
+            "would bring them back"
+        )

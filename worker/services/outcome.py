@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["created", "updated", "unchanged", "deleted", "absent", "superseded", "pending"]
+Status = Literal["created", "updated", "unchanged", "deleted", "absent", "superseded", "pending", "refused"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,44 +24,48 @@ from worker.repositories.user import Applied, AppliedCounts, ExpiredIntent, User
 class Users(Protocol):
     """The user queries the services run (`UserRepository` on PostgreSQL)."""
 
-    async def get_user_by_email(self, email: str) -> User | None:
-        """The provisioned user with this email in any letter case, or None."""
+    async def get_user_by_key(self, key: str) -> User | None:
+        """The provisioned user with this identity key, or None."""
         ...
 
-    async def apply(self, commands: Sequence[UserCommand]) -> list[Applied]:
-        """Apply commands for distinct emails; a row each, in order."""
+    async def lock(self, keys: Sequence[str], *, key_version: int) -> None:
+        """Lock each person's state row, creating the missing ones, in key order."""
         ...
 
-    async def apply_counting(self, commands: Sequence[UserCommand]) -> AppliedCounts:
-        """As `apply`, reporting only the statuses' counts and the raced commands' indexes."""
+    async def apply(self, commands: Sequence[UserCommand], *, retention: float) -> list[Applied]:
+        """Lock the commands' people (one command each) in key order, then apply them; a row each."""
+        ...
+
+    async def apply_counting(self, commands: Sequence[UserCommand], *, retention: float) -> AppliedCounts:
+        """As `apply`, reporting only the statuses' counts and the refused commands' indexes."""
         ...
 
     async def expire_intents(self, *, window: float, batch: int) -> list[ExpiredIntent]:
-        """Drop up to `batch` set_user_role intents older than `window` seconds; which they were."""
+        """Mark up to `batch` unreported set_user_role intents older than `window` s; which they were."""
         ...
 
-    async def purge_tombstones(self, *, older_than: int, batch: int) -> int:
-        """Delete up to `batch` tombstones with every stamp before `older_than` (µs); how many."""
+    async def purge_states(self, *, retention: float, batch: int) -> int:
+        """Delete up to `batch` state rows of no user with every stamp older than `retention` s."""
         ...
 
-    async def erase_stamps(self, email: str) -> int:
-        """Delete the tombstone or intents of `email`; how many rows."""
+    async def erase_state(self, key: str, digest: bytes, old_digest: bytes | None) -> int:
+        """Move a locked person's stamp under `digest` and delete its state row; 1 if it held any."""
         ...
 
 
 class Audit(Protocol):
     """The audit-trail queries the services run (`AuditRepository` on PostgreSQL)."""
 
-    async def history(self, email: str, *, limit: int = 1000) -> Sequence[UserChange]:
-        """The audit rows of `email`, oldest command first."""
+    async def history(self, key: str, *, limit: int = 1000) -> Sequence[UserChange]:
+        """The audit rows of an identity key, oldest command first."""
         ...
 
     async def purge_recorded_before(self, cutoff: datetime, *, batch: int) -> int:
         """Delete up to `batch` rows recorded before `cutoff`; how many."""
         ...
 
-    async def erase(self, email: str) -> int:
-        """Delete every row of `email`; how many."""
+    async def erase(self, key: str) -> int:
+        """Delete every row of an identity key; how many."""
         ...
 
 

@@ -1,8 +1,9 @@
 """User provisioning as stamped commands: each user converges on its newest command's state.
 
-Every command is applied by the repository's merge statement, which compares stamps field by
-field, so the order in which jobs run does not matter (docs/jobs.md, "Ordering"). A service call
-is one unit of work: all of its commands are committed together, or none is.
+Every command first locks its person (the state row, in key order), then is applied by the
+repository's merge statement, which compares stamps field by field, so the order in which jobs
+run does not matter (docs/jobs.md, "Ordering"). A service call is one unit of work: all of its
+commands are committed together, or none is.
 """
 
 from __future__ import annotations
@@ -10,21 +11,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from worker.jobs.errors import ConcurrentChange
+from worker.jobs.identity import identity_key
 from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
 from worker.jobs.stamps import Stamp
 from worker.passwords.hashing import DesiredPassword
 from worker.repositories.user import Applied, UserCommand
+from worker.services.erasure import ErasureKeys
 from worker.services.outcome import BatchOutcome, Status, UserOutcome
 from worker.services.unit_of_work import UnitOfWork
 
-# A command comes back `raced` when another transaction inserted its email's first row meanwhile;
-# the next attempt finds and locks that row. More rounds than this mean something else is wrong.
-MAX_ROUNDS = 3
+REFUSED_ENTRY = (
+    "as_of is older than TOMBSTONE_RETENTION by the database's clock, so it can no longer be ordered "
+    "against deletes: send it again with a current as_of"
+)
 
 
 def user_command(
-    function: str, user: UserRef | BulkUser, stamp: Stamp, *, hashed_password: str | None = None
+    function: str,
+    user: UserRef | BulkUser,
+    stamp: Stamp,
+    erasure: ErasureKeys,
+    *,
+    hashed_password: str | None = None,
 ) -> UserCommand:
     """The merge statement's command for one validated user: a single-user job's payload, or a batch entry.
 
@@ -39,19 +47,26 @@ def user_command(
     else:
         email, role, as_of = user["email"], user["role"], user.get("as_of") or stamp.as_of
         given_hash = user.get("password_hash")
+    key = identity_key(email)
+    digest, old_digest = erasure.digests(key)
     return {
+        "key": key,
         "email": email,
         "function": function,
         "role": role,
         "hashed_password": hashed_password if hashed_password is not None else given_hash,
         "as_of": as_of,
         "job_id": stamp.job_id,
+        "digest": digest,
+        "old_digest": old_digest,
     }
 
 
-def bulk_commands(entries: Sequence[tuple[int, BulkUser]], stamp: Stamp) -> list[UserCommand]:
-    """The commands of a `provision_users` batch, in entry order."""
-    return [user_command("provision_users", user, stamp) for _, user in entries]
+def bulk_commands(
+    entries: Sequence[tuple[int, BulkUser]], stamp: Stamp, erasure: ErasureKeys
+) -> list[tuple[int, UserCommand]]:
+    """The commands of a `provision_users` batch with their entries' indexes, in entry order."""
+    return [(index, user_command("provision_users", user, stamp, erasure)) for index, user in entries]
 
 
 async def password_to_store(uow: UnitOfWork, email: str, password: DesiredPassword) -> str:
@@ -62,7 +77,7 @@ async def password_to_store(uow: UnitOfWork, email: str, password: DesiredPasswo
     still decide which command's password stands.
     """
     async with uow:
-        current = await uow.users.get_user_by_email(email)
+        current = await uow.users.get_user_by_key(identity_key(email))
         stored = current.hashed_password if current is not None else None
     replacement = await password.replacement_for(stored)
     if replacement is not None:
@@ -71,56 +86,50 @@ async def password_to_store(uow: UnitOfWork, email: str, password: DesiredPasswo
     return stored
 
 
-async def apply_commands(uow: UnitOfWork, commands: Sequence[UserCommand]) -> list[UserOutcome]:
-    """Apply commands for distinct emails in one transaction; one outcome each, in order."""
-    outcomes: list[UserOutcome | None] = [None] * len(commands)
-    todo = list(range(len(commands)))
+async def apply_commands(
+    uow: UnitOfWork, commands: Sequence[UserCommand], *, retention: float
+) -> list[UserOutcome]:
+    """Apply commands for distinct people in one transaction; one outcome each, in order.
+
+    A command older than `retention` seconds by the database's clock comes back `refused` and
+    changes nothing.
+    """
     async with uow:
-        for _ in range(MAX_ROUNDS):
-            rows = await uow.users.apply([commands[i] for i in todo])
-            todo_next = []
-            for index, row in zip(todo, rows, strict=True):
-                if row.raced:
-                    todo_next.append(index)
-                else:
-                    outcomes[index] = _outcome(row)
-            todo = todo_next
-            if not todo:
-                await uow.commit()
-                return [outcome for outcome in outcomes if outcome is not None]
-    raise ConcurrentChange(
-        f"{len(todo)} command(s) kept racing other transactions for their row", raced=len(todo)
-    )
+        rows = await uow.users.apply(commands, retention=retention)
+        await uow.commit()
+    return [_outcome(row) for row in rows]
 
 
-async def apply_command(uow: UnitOfWork, command: UserCommand) -> UserOutcome:
+async def apply_command(uow: UnitOfWork, command: UserCommand, *, retention: float) -> UserOutcome:
     """Apply one command in its own transaction."""
-    (outcome,) = await apply_commands(uow, [command])
+    (outcome,) = await apply_commands(uow, [command], retention=retention)
     return outcome
 
 
 async def provision_users(
-    uow: UnitOfWork, commands: Sequence[UserCommand], rejected: list[dict[str, object]]
+    uow: UnitOfWork,
+    entries: Sequence[tuple[int, UserCommand]],
+    rejected: list[dict[str, object]],
+    *,
+    retention: float,
 ) -> BatchOutcome:
-    """Apply a batch's valid commands (distinct emails) in one transaction; `rejected` is reported."""
-    totals = [0, 0, 0, 0]
-    todo = list(commands)
+    """Apply a batch's valid commands (distinct people) in one transaction; `rejected` is reported.
+
+    Entries older than `retention` seconds by the database's clock join `rejected`.
+    """
+    commands = [command for _, command in entries]
     async with uow:
-        for _ in range(MAX_ROUNDS):
-            if not todo:
-                break
-            counts = await uow.users.apply_counting(todo)
-            for position, count in enumerate(counts[:4]):
-                totals[position] += count
-            todo = [todo[index] for index in counts.raced]
-        else:
-            raise ConcurrentChange(
-                f"{len(todo)} batch entries kept racing other transactions for their row", raced=len(todo)
-            )
+        counts = await uow.users.apply_counting(commands, retention=retention)
         await uow.commit()
-    created, updated, unchanged, superseded = totals
+    if counts.refused:
+        rejected += [{"index": entries[position][0], "error": REFUSED_ENTRY} for position in counts.refused]
+        rejected.sort(key=lambda rejection: int(str(rejection["index"])))
     return BatchOutcome(
-        created=created, updated=updated, unchanged=unchanged, superseded=superseded, rejected=rejected
+        created=counts.created,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        superseded=counts.superseded,
+        rejected=rejected,
     )
 
 

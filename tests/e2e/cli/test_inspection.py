@@ -148,7 +148,12 @@ async def test_a_failed_job_with_a_password_is_kept_without_it_and_not_retried(
     raw = await redis.get(failed_key(settings.queue_name, job.job_id))
     assert raw is not None
     assert token.encode() not in raw
-    assert json.loads(raw)["arguments"] == {"email": "pw@example.com", "role": "admin", "as_of": ANY}
+    assert json.loads(raw)["arguments"] == {
+        "email": "pw@example.com",
+        "role": "admin",
+        "as_of": ANY,
+        "stamp_job_id": job.job_id,
+    }
     refused = await _cli(settings, "retry", job.job_id)
     assert refused.returncode == 2
     assert "carried a password, which is never kept" in refused.stderr

@@ -32,11 +32,16 @@ async def _fail(redis: ArqRedis, settings: Settings, email: str) -> str:
     return job_id
 
 
-async def _as_of(redis: ArqRedis, settings: Settings, job_id: str) -> int:
-    """The queued job's stamp (microseconds since the epoch)."""
+async def _kwargs(redis: ArqRedis, settings: Settings, job_id: str) -> dict[str, object]:
+    """The queued job's keyword arguments."""
     info = await Job(job_id, redis, _queue_name=settings.queue_name, _deserializer=deserialize).info()
     assert info is not None, f"job {job_id} is not queued"
-    return int(info.kwargs["as_of"])
+    return dict(info.kwargs)
+
+
+async def _as_of(redis: ArqRedis, settings: Settings, job_id: str) -> int:
+    """The queued job's stamp (microseconds since the epoch)."""
+    return int(str((await _kwargs(redis, settings, job_id))["as_of"]))
 
 
 async def test_retry_enqueues_the_same_command_again_under_a_new_id(
@@ -56,6 +61,14 @@ async def test_retry_enqueues_the_same_command_again_under_a_new_id(
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr
     assert await _as_of(redis, settings, kept) == await _as_of(redis, settings, reference_id)
+    # The whole stamp: the original job id breaks ties, unless the command is re-stamped as the newest.
+    assert await _kwargs(redis, settings, kept) | {"as_of": 0} == {
+        "email": "role@example.com",
+        "role": "admin",
+        "as_of": 0,
+        "stamp_job_id": failed,
+    }
+    assert "stamp_job_id" not in await _kwargs(redis, settings, now)
     assert await _as_of(redis, settings, now) > await _as_of(redis, settings, kept)
 
 
@@ -82,3 +95,22 @@ async def test_erase_reports_what_it_removed_including_failed_job_records(
         "erased erased@example.com: 0 tombstone/intent row(s), 0 audit row(s), 1 failed-job record(s)"
     )
     assert await failed_job(redis, settings.queue_name, failed) is None
+
+
+async def test_erase_without_erasure_keys_refuses_and_names_the_setting(
+    settings: Settings, redis: ArqRedis, tmp_path: Path
+) -> None:
+    failed = await _fail(redis, settings, "kept@example.com")
+    refused = await run_cli(settings, "erase", "kept@example.com", cwd=tmp_path, erasure_keys="")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: erase needs ERASURE_KEYS")
+    assert await failed_job(redis, settings.queue_name, failed) is not None
+
+
+async def test_erase_and_history_refuse_an_email_with_no_identity_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    for command in ("erase", "history"):
+        refused = await run_cli(settings, command, "\ufb01nn@example.com", cwd=tmp_path)
+        assert refused.returncode == 2, command
+        assert "compatibility characters" in refused.stderr, command

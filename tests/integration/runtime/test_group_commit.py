@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.queries import provisioned_users
 from worker.db.session import SessionFactory
+from worker.jobs.identity import identity_key
 from worker.jobs.stamps import CLOCK
 from worker.passwords.policy import hash_password
 from worker.repositories.user import UserCommand
@@ -18,24 +19,29 @@ from worker.runtime.group_commit import CommandGroups, RunAlone
 from worker.runtime.metrics import REGISTRY
 from worker.services.outcome import UserOutcome
 
+RETENTION = 30 * 24 * 3600
+
 
 def provision(email: str, role: str, password_hash: str | None = None) -> UserCommand:
     """A provision_user command stamped now, as a job would carry it."""
     as_of = CLOCK.now()
     return {
+        "key": identity_key(email),
         "email": email,
         "function": "provision_user",
         "role": role,
         "hashed_password": password_hash,
         "as_of": as_of,
         "job_id": f"job-{as_of}",
+        "digest": None,
+        "old_digest": None,
     }
 
 
 async def test_concurrent_commands_each_get_their_own_outcome(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = CommandGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions, retention=RETENTION)
     password_hash = hash_password("grouped")
     await groups.apply(provision("old@example.com", "viewer"))
     await groups.apply(provision("same@example.com", "member"))
@@ -71,7 +77,7 @@ def command(function: str, email: str, role: str | None = None) -> UserCommand:
 
 
 async def test_every_function_joins_groups(committing_sessions: SessionFactory, engine: AsyncEngine) -> None:
-    groups = CommandGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions, retention=RETENTION)
     await asyncio.gather(*(groups.apply(provision(f"{name}@example.com", "viewer")) for name in "abc"))
 
     outcomes = await asyncio.gather(
@@ -91,7 +97,7 @@ async def test_every_function_joins_groups(committing_sessions: SessionFactory, 
 async def test_the_same_email_twice_at_once_goes_into_two_groups(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = CommandGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions, retention=RETENTION)
     outcomes = await asyncio.gather(
         groups.apply(provision("twin@example.com", "member")),
         groups.apply(provision("TWIN@example.com", "admin")),
@@ -103,7 +109,7 @@ async def test_the_same_email_twice_at_once_goes_into_two_groups(
 async def test_a_group_that_fails_for_a_non_transient_reason_sends_its_jobs_to_run_alone(
     committing_sessions: SessionFactory, engine: AsyncEngine
 ) -> None:
-    groups = CommandGroups(committing_sessions)
+    groups = CommandGroups(committing_sessions, retention=RETENTION)
     async with engine.begin() as conn:  # a constraint the group will trip over, for real
         await conn.execute(text("ALTER TABLE users ADD CONSTRAINT no_bad CHECK (email NOT LIKE 'bad%')"))
     try:
@@ -145,7 +151,7 @@ def _provision(groups: CommandGroups, *names: str) -> list[asyncio.Task[UserOutc
 async def test_under_load_a_group_collects_for_the_window(
     committing_sessions: SessionFactory, window: float, expected_sizes: list[int]
 ) -> None:
-    groups = CommandGroups(committing_sessions, window=window)
+    groups = CommandGroups(committing_sessions, retention=RETENTION, window=window)
     observed_before = REGISTRY.get_sample_value("provisioning_group_size_count") or 0
     writing, release = asyncio.Event(), asyncio.Event()
     sizes = _recording_writes(groups, writing, release)
@@ -166,7 +172,7 @@ async def test_under_load_a_group_collects_for_the_window(
 
 
 async def test_a_lone_job_is_written_at_once_whatever_the_window(committing_sessions: SessionFactory) -> None:
-    groups = CommandGroups(committing_sessions, window=30.0)
+    groups = CommandGroups(committing_sessions, retention=RETENTION, window=30.0)
     for name in ("first", "second"):
         outcome = await asyncio.wait_for(groups.apply(provision(f"{name}@example.com", "member")), timeout=10)
         assert outcome.status == "created"

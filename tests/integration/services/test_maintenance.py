@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker import tasks
 from worker.db.session import SessionFactory
+from worker.jobs.identity import identity_key
 from worker.jobs.stamps import MICROS, now_micros
 from worker.runtime.context import WorkerContext
 from worker.services import maintenance, users
@@ -18,21 +19,28 @@ from worker.services.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWork
 from worker.settings import Settings
 
 DAY = 24 * 3600
+RETENTION = 30 * DAY  # the settings' TOMBSTONE_RETENTION
 
 
 async def _apply(sessions: SessionFactory, function: str, email: str, as_of: int) -> None:
+    """Apply a command, accepting stamps up to 50 days old (the purge keeps only 30)."""
     async with sessions() as session:
-        await users.apply_command(
+        outcome = await users.apply_command(
             SqlAlchemyUnitOfWork(session),
             {
+                "key": identity_key(email),
                 "email": email,
                 "function": function,
                 "role": "member" if function == "provision_user" else None,
                 "hashed_password": None,
                 "as_of": as_of,
                 "job_id": f"{function}-{email}",
+                "digest": None,
+                "old_digest": None,
             },
+            retention=50 * DAY,
         )
+    assert outcome.status != "refused"
 
 
 async def test_purge_removes_old_tombstones_and_old_audit_rows_only(
@@ -49,15 +57,18 @@ async def test_purge_removes_old_tombstones_and_old_audit_rows_only(
                 "WHERE email = 'user@example.com'"
             )
         )
+    assert settings.tombstone_retention == RETENTION
     ctx: WorkerContext = {"settings": settings, "session_factory": committing_sessions}
 
     assert await tasks.purge_expired(ctx) == {"tombstones": 1, "audit_rows": 1}
     assert await tasks.purge_expired(ctx) == {"tombstones": 0, "audit_rows": 0}
 
     async with engine.connect() as conn:
+        states = list(await conn.scalars(text("SELECT key FROM user_states ORDER BY key")))
         rows = list(await conn.scalars(text("SELECT email FROM users ORDER BY email")))
         audited = list(await conn.scalars(text("SELECT email FROM user_changes ORDER BY email")))
-    assert rows == ["recent@example.com", "user@example.com"]
+    assert states == ["recent@example.com", "user@example.com"]  # a user's state stays, however old
+    assert rows == ["user@example.com"]
     assert audited == ["old@example.com", "recent@example.com"]
 
 
@@ -75,13 +86,12 @@ async def test_a_purge_stops_at_its_deadline_and_the_next_run_carries_on(
         async with committing_sessions() as session:
             yield SqlAlchemyUnitOfWork(session)
 
-    cutoff = now - 30 * DAY * MICROS
     assert (
         await maintenance.purge_tombstones(
-            new_uow, older_than=cutoff, deadline=1.0, clock=lambda: next(ticks)
+            new_uow, retention=RETENTION, deadline=1.0, clock=lambda: next(ticks)
         )
         == 2
     )
     assert (
-        await maintenance.purge_tombstones(new_uow, older_than=cutoff, deadline=1.0, clock=lambda: 0.0) == 1
+        await maintenance.purge_tombstones(new_uow, retention=RETENTION, deadline=1.0, clock=lambda: 0.0) == 1
     )

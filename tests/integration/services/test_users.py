@@ -7,50 +7,79 @@ import itertools
 import random
 
 import pytest
+from pydantic_core import PydanticCustomError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.support.ordering_model import Command, State, final_states
+from tests.support.ordering_model import Command, Password, State, final_states
+from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
+from worker.jobs.emails import normalize_email
+from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.stamps import MICROS, now_micros
 from worker.passwords.policy import hash_password
 from worker.repositories.audit import AuditRepository, change_record
-from worker.repositories.user import UserCommand
+from worker.repositories.user import UserCommand, UserRepository
 from worker.services import users
+from worker.services.erasure import ErasureKeys
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 
 HASH_A = hash_password("first passphrase")
 HASH_B = hash_password("second passphrase")
-T0 = 1_795_000_000_000_000  # some microsecond in 2026
+DAY = 24 * 3600
+RETENTION = 30 * DAY
+T0 = now_micros()  # commands are stamped T0 + a few µs: well inside RETENTION
+ERASURE = ErasureKeys([TEST_ERASURE_KEY])
 
 
 def c(
     function: str, email: str, at: int, role: str | None = None, password_hash: str | None = None
 ) -> Command:
     """A command stamped `at` microseconds after T0, with a job id of its own."""
-    return Command(function, email, T0 + at, f"job-{function}-{at}", role, password_hash)
+    password = Password(hash=password_hash) if password_hash is not None else None
+    return Command(function, email, T0 + at, f"job-{function}-{at}", role, password)
 
 
 def as_user_command(command: Command) -> UserCommand:
+    """The command as the worker makes it, after payload validation normalized the email (an email
+    validation refuses is passed on as it is, for tests of what the database refuses)."""
+    try:
+        email = normalize_email(command.email)
+    except PydanticCustomError:
+        email = command.email
+    key = identity_key(email)
+    digest, old_digest = ERASURE.digests(key)
     return {
-        "email": command.email,
+        "key": key,
+        "email": email,
         "function": command.function,
         "role": command.role,
-        "hashed_password": command.password_hash,
+        "hashed_password": command.password.hash if command.password is not None else None,
         "as_of": command.as_of,
         "job_id": command.job_id,
+        "digest": digest,
+        "old_digest": old_digest,
     }
 
 
 async def run(session: AsyncSession, command: Command) -> UserOutcome:
-    return await users.apply_command(SqlAlchemyUnitOfWork(session), as_user_command(command))
+    return await users.apply_command(
+        SqlAlchemyUnitOfWork(session), as_user_command(command), retention=RETENTION
+    )
 
 
 async def states(session: AsyncSession) -> dict[str, State]:
-    result = await session.execute(
-        text("SELECT email, role, is_active, hashed_password FROM users WHERE provisioned")
-    )
-    return {row.email.lower(): State(*row) for row in result}
+    result = await session.execute(text("SELECT email, role, is_active, hashed_password FROM users"))
+    return {
+        identity_key(row.email): State(
+            row.email,
+            row.role,
+            row.is_active,
+            Password(hash=row.hashed_password) if row.hashed_password else None,
+        )
+        for row in result
+    }
 
 
 async def test_provision_creates_then_a_redelivery_is_unchanged(db_session: AsyncSession) -> None:
@@ -126,7 +155,7 @@ async def test_every_run_order_ends_in_the_sequential_state(db_session: AsyncSes
                 x.as_of,
                 x.job_id + email,
                 x.role,
-                x.password_hash,
+                x.password,
             )
             for x in order
         ]
@@ -145,7 +174,9 @@ async def test_set_user_role_before_its_user_is_pending_and_the_older_provision_
     assert early.as_result() == {"status": "pending", "email": "later@example.com"}
     created = await run(db_session, c("provision_user", "later@example.com", 1, "viewer"))
     assert (created.status, created.role, created.is_active) == ("created", "admin", True)
-    pending = await db_session.scalar(text("SELECT count(*) FROM users WHERE pending_since IS NOT NULL"))
+    pending = await db_session.scalar(
+        text("SELECT count(*) FROM user_states WHERE pending_since IS NOT NULL")
+    )
     assert pending == 0  # claimed: nothing left to expire
 
 
@@ -188,7 +219,10 @@ async def test_every_outcome_is_audited_once_without_password_hashes(db_session:
     for command in [*commands, commands[1]]:  # the second set_user_role is a re-delivery
         await run(db_session, command)
 
-    history = [change_record(row) for row in await AuditRepository(db_session).history("AU@example.com")]
+    history = [
+        change_record(row)
+        for row in await AuditRepository(db_session).history(identity_key("AU@example.com"))
+    ]
 
     assert [(h["function"], h["status"], h["changes"]) for h in history] == [
         (
@@ -209,7 +243,7 @@ async def test_every_outcome_is_audited_once_without_password_hashes(db_session:
             {
                 "provisioned": [True, False],
                 "role": ["admin", None],
-                "is_active": [True, False],
+                "is_active": [True, None],  # no user: no is_active, as before its creation
                 "password": "changed",
             },
         ),
@@ -223,8 +257,10 @@ async def test_every_outcome_is_audited_once_without_password_hashes(db_session:
 async def test_a_batch_counts_superseded_entries(db_session: AsyncSession) -> None:
     await run(db_session, c("delete_user", "b1@example.com", 5))
     await run(db_session, c("provision_user", "b2@example.com", 5, "admin"))
-    batch = [as_user_command(c("provision_users", f"b{i}@example.com", 3, "member")) for i in range(1, 5)]
-    outcome = await users.provision_users(SqlAlchemyUnitOfWork(db_session), batch, rejected=[])
+    batch = [
+        (i, as_user_command(c("provision_users", f"b{i}@example.com", 3, "member"))) for i in range(1, 5)
+    ]
+    outcome = await users.provision_users(SqlAlchemyUnitOfWork(db_session), batch, [], retention=RETENTION)
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (2, 0, 0, 2)
 
 
@@ -237,8 +273,10 @@ async def test_a_failing_unit_of_work_writes_nothing(db_session: AsyncSession) -
                 as_user_command(c("provision_user", "ok@example.com", 1, "admin")),
                 as_user_command(c("provision_user", too_long, 1, "admin")),
             ],
+            retention=RETENTION,
         )
     assert await states(db_session) == {}
+    assert await db_session.scalar(text("SELECT count(*) FROM user_states")) == 0  # nor the locks' rows
     assert (
         await db_session.scalar(text("SELECT count(*) FROM user_changes WHERE email = 'ok@example.com'")) == 0
     )
@@ -277,26 +315,41 @@ async def test_concurrent_commands_for_one_email_converge_on_the_newest(
     async with committing_sessions() as session:
         assert await states(session) == final_states(commands)
         assert await session.scalar(
-            text("SELECT count(*) FROM user_changes WHERE email = 'race@example.com'")
+            text("SELECT count(*) FROM user_changes WHERE email_key = 'race@example.com'")
         ) == len(commands)
 
 
-async def test_a_command_that_races_another_insert_is_applied_to_its_row(
+async def test_a_command_waits_for_its_person_s_lock_and_applies_to_what_the_holder_committed(
     committing_sessions: SessionFactory,
 ) -> None:
-    first = committing_sessions()
-    # Hold an uncommitted insert of the email, so that the second transaction's insert has to wait.
-    await first.execute(
-        text("INSERT INTO users (email, role, role_as_of) VALUES ('new@example.com', 'viewer', :t)"),
-        {"t": T0 + 1},
-    )
-    async with committing_sessions() as second:
+    # Another transaction provisions the person and holds the lock, uncommitted: a set_user_role
+    # that did not wait would find no user and store an intent ("pending").
+    async with committing_sessions() as first, committing_sessions() as second:
+        holder = UserRepository(first)
+        held = as_user_command(c("provision_user", "new@example.com", 1, "viewer"))
+        await holder.lock([held["key"]], key_version=KEY_VERSION)
+        await holder.apply([held], retention=RETENTION)
         racing = asyncio.create_task(run(second, c("set_user_role", "NEW@example.com", 2, "admin")))
         await asyncio.sleep(0.3)
-        assert not racing.done()  # waiting on the held insert
+        assert not racing.done()  # waiting on the held lock
         await first.commit()
-        await first.close()
         outcome = await racing
     assert (outcome.status, outcome.role) == ("updated", "admin")
     async with committing_sessions() as session:
         assert await states(session) == {"new@example.com": State("new@example.com", "admin", True, None)}
+
+
+async def test_a_command_older_than_the_retention_is_refused_and_writes_nothing(
+    db_session: AsyncSession,
+) -> None:
+    old = Command("provision_user", "late@example.com", now_micros() - 2 * DAY * MICROS, "job-late", "admin")
+    outcome = await users.apply_command(SqlAlchemyUnitOfWork(db_session), as_user_command(old), retention=DAY)
+    assert outcome.as_result() == {"status": "refused", "email": "late@example.com"}
+    assert await states(db_session) == {}
+    assert await db_session.scalar(text("SELECT count(*) FROM user_changes")) == 0
+    recent = await users.apply_command(
+        SqlAlchemyUnitOfWork(db_session),
+        as_user_command(c("provision_user", "late@example.com", 1, "admin")),
+        retention=DAY,
+    )
+    assert recent.status == "created"
