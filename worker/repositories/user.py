@@ -34,8 +34,11 @@ from worker.repositories.base import BaseRepository
 # with the database's clock (`_CUTOFF`, the same expression the purge deletes by), so that nothing
 # accepted can meet a tombstone that was purged.
 #
-# `cur`, `decided` and `merged` are MATERIALIZED: inlined, each CASE expression is copied into every
-# one that uses it, and planning the statement took 4.9 ms instead of 1.2 (docs/performance.md).
+# For single-user jobs (`_APPLY`), `cur`, `decided` and `merged` are MATERIALIZED: inlined, each
+# CASE expression is copied into every one that uses it, and planning the statement took 4.9 ms
+# instead of 1.2, which a group of one job paid on every write. A bulk batch (`_APPLY_COUNTING`)
+# inlines them: its planning is small beside its writes, and copying 1,000 wide rows three times
+# is not (docs/performance.md).
 #
 # A person's state row whose stamps are all zero is new (or was purged); if `erase` removed the
 # person earlier, its stamp is found under the key's digest (`erased_stamps`) and acts as a delete.
@@ -116,7 +119,7 @@ _MERGE = f"""
         JOIN user_states s ON s.key = c.key
         LEFT JOIN users u ON u.key = c.key
     ),
-    cur AS MATERIALIZED (
+    cur AS {{materialized}}(
         SELECT l.*, l.old_id IS NOT NULL AS was_provisioned,
                CASE WHEN l.blank THEN NULL ELSE coalesce(l.u_role, l.s_role) END AS old_role,
                coalesce(l.u_active, false) AS old_active,
@@ -139,7 +142,7 @@ _MERGE = f"""
             LIMIT 1
         ) e ON true
     ),
-    decided AS MATERIALIZED (
+    decided AS {{materialized}}(
         -- w_<field>: the command names the field and is newer than the field's stamp.
         SELECT c.*,
                NOT c.refused AND c.n_p AND (c.as_of, c.job_id) > (c.p_as_of, c.p_job_id) AS w_p,
@@ -155,7 +158,7 @@ _MERGE = f"""
                (c.as_of, c.job_id) = (c.r_as_of, c.r_job_id) AS holds_r
         FROM cur c
     ),
-    merged AS MATERIALIZED (
+    merged AS {{materialized}}(
         SELECT d.*,
                CASE WHEN d.w_p THEN d.provision ELSE d.was_provisioned END AS new_provisioned,
                CASE WHEN d.w_p AND d.provision THEN d.email ELSE d.old_email END AS new_email,
@@ -248,7 +251,7 @@ _MERGE = f"""
 """  # noqa: S608 - constant SQL fragments, no input
 
 _APPLY = text(
-    _MERGE  # noqa: S608 - constant SQL fragments, no input
+    _MERGE.format(materialized="MATERIALIZED ")  # noqa: S608 - constant SQL fragments, no input
     + """
     SELECT status, CASE WHEN new_provisioned OR status = 'deleted' THEN id END,
            CASE WHEN new_provisioned THEN new_email ELSE email END, new_provisioned,
@@ -259,7 +262,7 @@ _APPLY = text(
 )
 
 _APPLY_COUNTING = text(
-    _MERGE  # noqa: S608 - constant SQL fragments, no input
+    _MERGE.format(materialized="")  # noqa: S608 - constant SQL fragments, no input
     + """
     SELECT count(*) FILTER (WHERE status = 'created'), count(*) FILTER (WHERE status = 'updated'),
            count(*) FILTER (WHERE status = 'unchanged'), count(*) FILTER (WHERE status = 'superseded'),
