@@ -1,7 +1,7 @@
 """The plain sequential model of the job contract: each person's commands applied one by one in stamp order.
 
 The worker must end every person in the state this model computes, whatever order the commands
-actually ran in. People are told apart by identity key (`identity_key(normalize_email(email))`),
+actually ran in. People are told apart by identity key (`worker.jobs.emails.email_key`),
 never by spelling; a user's email is spelled as the newest provision applied sent it (as
 `normalize_email` returns it). Stamps `(as_of, job id)` compare as Python tuples: job ids are
 ASCII, so `str` order is the byte order (COLLATE "C") the merge breaks ties by.
@@ -21,8 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from worker.jobs.emails import normalize_email
-from worker.jobs.identity import identity_key
+from worker.jobs.emails import email_key, normalize_email
 from worker.passwords.policy import verify_password
 
 FUNCTIONS = ("provision_user", "set_user_role", "deactivate_user", "delete_user", "provision_users")
@@ -46,7 +45,7 @@ _VERIFIED: dict[tuple[str, str], bool] = {}
 
 def person_key(email: str) -> str:
     """The identity key the worker files `email` under."""
-    return identity_key(normalize_email(email))
+    return email_key(email)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
 from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import create_engine, create_session_factory
-from worker.jobs.emails import normalize_email
+from worker.jobs.emails import email_key
 from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
-from worker.jobs.identity import KeyRefused, identity_key
 from worker.jobs.payloads import PAYLOADS
 from worker.jobs.stamps import CLOCK
 from worker.passwords.sealing import new_seal_key
@@ -393,8 +392,8 @@ async def _history(options: argparse.Namespace) -> int:
 def _identity_key(email: str) -> str | None:
     """The identity key of an email given on the command line, or None after saying why there is none."""
     try:
-        return identity_key(normalize_email(email))
-    except (PydanticCustomError, KeyRefused) as error:
+        return email_key(email)
+    except PydanticCustomError as error:
         print(f"error: {email!r} is not an email the worker accepts: {error}", file=sys.stderr)
         return None
 

@@ -27,7 +27,7 @@ from email_validator.rfc_constants import (
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic.networks import validate_email
 
-from worker.jobs.identity import keyable
+from worker.jobs.identity import checked_key, keyable
 
 # The plain shape: a dot-atom local part (the library's own ATEXT) and an ASCII host name.
 _PLAIN_ADDRESS = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
@@ -53,6 +53,14 @@ def normalize_email(value: str) -> str:
             if normalized is not None:
                 return f"{local}@{normalized}"
     return validate_email(value)[1]
+
+
+def email_key(value: str) -> str:
+    """The identity key of an email as sent (normalized first, as payload validation does).
+
+    A `PydanticCustomError` says why there is none: not an email, or no key for it.
+    """
+    return checked_key(normalize_email(value))
 
 
 Email = Annotated[

@@ -101,10 +101,15 @@ def identity_key(email: str) -> str:
     return f"{_local_key(local)}@{domain.lower() if domain.isascii() else _idna_domain(domain)}"
 
 
-def keyable(email: str) -> str:
-    """`email` unchanged if it has an identity key, else a `PydanticCustomError` saying why (validators)."""
+def checked_key(email: str) -> str:
+    """`identity_key`, its refusal raised as a `PydanticCustomError` (what validation reports)."""
     try:
-        identity_key(email)
+        return identity_key(email)
     except KeyRefused as error:
         raise PydanticCustomError("email_key", str(error)) from None
+
+
+def keyable(email: str) -> str:
+    """`email` unchanged if it has an identity key, else a `PydanticCustomError` saying why (validators)."""
+    checked_key(email)
     return email

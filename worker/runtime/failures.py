@@ -11,8 +11,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from pydantic_core import PydanticCustomError
 
-from worker.jobs.emails import normalize_email
-from worker.jobs.identity import KeyRefused, identity_key
+from worker.jobs.emails import email_key
 
 SECRET_FIELDS = frozenset({"password_hash", "password_sealed"})
 ARGUMENTS_LIMIT = 64 * 1024
@@ -112,14 +111,14 @@ async def failed_job(redis: ArqRedis, queue_name: str, job_id: str) -> dict[str,
 def _same_person(recorded: str, key: str) -> bool:
     """Whether an email kept in a failure record names the person with identity key `key`."""
     try:
-        return identity_key(normalize_email(recorded)) == key
-    except (PydanticCustomError, KeyRefused):
+        return email_key(recorded) == key
+    except PydanticCustomError:
         return recorded.lower() == key  # a payload that never validated: as it was sent
 
 
 async def erase_failures(redis: ArqRedis, queue_name: str, email: str) -> int:
     """Delete the failed-job records of single-user jobs for the person `email` names; how many."""
-    person = identity_key(normalize_email(email))
+    person = email_key(email)
     ids: Sequence[bytes] = await redis.zrange(failed_index(queue_name), 0, -1)
     if not ids:
         return 0
