@@ -27,7 +27,7 @@ from tests.support.settings import make_settings
 from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.jobs.errors import JobFailed
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password, verify_password
 from worker.passwords.sealing import new_seal_key, seal_password
@@ -316,7 +316,7 @@ async def test_database_errors_do_not_carry_sql_parameters(db_session: AsyncSess
         "digest": None,
         "old_digest": None,
     }
-    await users.lock([key], key_version=KEY_VERSION)
+    await users.lock([key])
     with pytest.raises(IntegrityError) as failure:
         await users.apply([command], retention=3600)
     assert "ck_users_role" in str(failure.value)

@@ -46,6 +46,9 @@ from worker.repositories.base import BaseRepository
 _CUTOFF = "(floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint - CAST(:retention_us AS bigint))"
 """The oldest stamp still accepted: the database's clock less TOMBSTONE_RETENTION (µs)."""
 
+_HOLD = "ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHERE false"
+"""How statement 1 ends: a person's existing row is locked (its WHERE false writes nothing)."""
+
 _COMMANDS = """
     SELECT c.key COLLATE "C" AS key, c.email, c.function, c.role, c.hash, c.as_of,
            c.job_id COLLATE "C" AS job_id, c.digest, c.old_digest, c.position,
@@ -81,18 +84,18 @@ _LOCK_FOR = text(
            CASE WHEN ok AND n_h THEN as_of ELSE 0 END, CASE WHEN ok AND n_h THEN job_id ELSE '' END
     FROM (SELECT cmd.*, cmd.as_of >= {_CUTOFF} AS ok FROM ({_COMMANDS}) cmd) c
     ORDER BY key
-    ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHERE false
+    {_HOLD}
     """  # noqa: S608 - constant SQL fragments, no input
 )
 
 _LOCK = text(
-    """
+    f"""
     INSERT INTO user_states (key, key_version)
     SELECT DISTINCT k COLLATE "C", CAST(:key_version AS smallint)
     FROM unnest(CAST(:keys AS text[])) AS k
     ORDER BY 1
-    ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHERE false
-    """
+    {_HOLD}
+    """  # noqa: S608 - constant SQL fragments, no input
 )
 
 _MERGE = f"""
@@ -423,9 +426,9 @@ class UserRepository(BaseRepository[User]):
         """The provisioned user with this identity key, or None."""
         return await self.get_one_or_none(select(User).where(User.key == key))
 
-    async def lock(self, keys: Sequence[str], *, key_version: int) -> None:
+    async def lock(self, keys: Sequence[str]) -> None:
         """Lock each person's state row, creating the missing ones, in key order."""
-        await self.session.execute(_LOCK, {"keys": list(keys), "key_version": key_version})
+        await self.session.execute(_LOCK, {"keys": list(keys), "key_version": KEY_VERSION})
 
     async def apply(self, commands: Sequence[UserCommand], *, retention: float) -> list[Applied]:
         """Lock the commands' people in key order, then apply the commands; a row each, in order.

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.emails import email_key
 from worker.repositories.user import ExpiredIntent
 from worker.services.erasure import ErasureKeys
 from worker.services.unit_of_work import UnitOfWork
@@ -100,11 +100,11 @@ async def erase(uow: UnitOfWork, email: str, erasure: ErasureKeys) -> tuple[int,
     """
     if not erasure.configured:
         raise ErasureNotConfigured()
-    key = identity_key(email)
+    key = email_key(email)
     digest, old_digest = erasure.digests(key)
     assert digest is not None  # configured
     async with uow:
-        await uow.users.lock([key], key_version=KEY_VERSION)
+        await uow.users.lock([key])
         if await uow.users.get_user_by_key(key) is not None:
             return None
         states = await uow.users.erase_state(key, digest, old_digest)

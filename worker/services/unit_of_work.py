@@ -28,7 +28,7 @@ class Users(Protocol):
         """The provisioned user with this identity key, or None."""
         ...
 
-    async def lock(self, keys: Sequence[str], *, key_version: int) -> None:
+    async def lock(self, keys: Sequence[str]) -> None:
         """Lock each person's state row, creating the missing ones, in key order."""
         ...
 

@@ -46,7 +46,7 @@ async def _apply(
     users: UserRepository, commands: Sequence[UserCommand], *, retention: float = RETENTION
 ) -> list[Applied]:
     """What every service does: lock the people, then merge under the locks."""
-    await users.lock([c["key"] for c in commands], key_version=KEY_VERSION)
+    await users.lock([c["key"] for c in commands])
     return await users.apply(commands, retention=retention)
 
 
@@ -150,7 +150,7 @@ async def test_a_users_row_needs_its_person_s_state_row(db_session: AsyncSession
 async def test_unknown_role_is_rejected_by_the_database(
     users: UserRepository, db_session: AsyncSession
 ) -> None:
-    await users.lock(["r@example.com"], key_version=KEY_VERSION)
+    await users.lock(["r@example.com"])
     with pytest.raises(IntegrityError, match="ck_users_role"):
         await db_session.execute(
             text("INSERT INTO users (key, email, role) VALUES ('r@example.com', 'r@example.com', 'owner')")

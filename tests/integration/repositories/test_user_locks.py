@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.jobs.payloads import DeleteUser, ProvisionUser, RoleName, SetUserRole, UserRef
 from worker.jobs.stamps import MICROS, Stamp, now_micros
 from worker.repositories.audit import AuditRepository
@@ -133,7 +133,7 @@ async def test_purge_skips_a_tombstone_a_command_holds_and_then_finds_it_fresh(
 
     async with connection(sessions) as (a, _), connection(sessions) as (b, _):
         held = UserRepository(a)
-        await held.lock([provision["key"]], key_version=KEY_VERSION)
+        await held.lock([provision["key"]])
         (applied,) = await held.apply([provision], retention=RETENTION)
         assert applied.status == "created"
 
@@ -199,7 +199,7 @@ async def test_a_provision_waits_for_an_erase_in_progress_and_then_meets_its_sta
 
     async with connection(sessions) as (a, a_pid), connection(sessions) as (b, b_pid):
         erasing = UserRepository(a)
-        await erasing.lock([key], key_version=KEY_VERSION)
+        await erasing.lock([key])
         assert await erasing.get_user_by_key(key) is None
         assert await erasing.erase_state(key, digest, old_digest) == 1
         assert await AuditRepository(a).erase(key) == 2
@@ -239,7 +239,7 @@ async def test_the_lock_takes_people_in_key_order_whatever_order_the_commands_co
         connection(sessions) as (first, first_pid),
         connection(sessions) as (second, second_pid),
     ):
-        await UserRepository(holder).lock(["b@x.example"], key_version=KEY_VERSION)
+        await UserRepository(holder).lock(["b@x.example"])
         backwards = asyncio.create_task(run(first, group(emails[::-1], 1, "admin")))
         forwards: asyncio.Task[list[UserOutcome]] | None = None
         try:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.jobs.payloads import (
     DeactivateUser,
     DeleteUser,
@@ -98,7 +98,7 @@ class Db:
     async def dry_run(self, *commands: UserCommand) -> list[Applied]:
         """What the merge would do, in a transaction that is rolled back."""
         async with open_unit_of_work(self.sessions) as uow, uow:
-            await uow.users.lock([c["key"] for c in commands], key_version=KEY_VERSION)
+            await uow.users.lock([c["key"] for c in commands])
             return await uow.users.apply(commands, retention=RETENTION)
 
     async def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:

@@ -15,7 +15,7 @@ from tests.support.ordering_model import Command, Password, State, final_states
 from tests.support.settings import TEST_ERASURE_KEY
 from worker.db.session import SessionFactory
 from worker.jobs.emails import normalize_email
-from worker.jobs.identity import KEY_VERSION, identity_key
+from worker.jobs.identity import identity_key
 from worker.jobs.stamps import MICROS, now_micros
 from worker.passwords.policy import hash_password
 from worker.repositories.audit import AuditRepository, change_record
@@ -327,7 +327,7 @@ async def test_a_command_waits_for_its_person_s_lock_and_applies_to_what_the_hol
     async with committing_sessions() as first, committing_sessions() as second:
         holder = UserRepository(first)
         held = as_user_command(c("provision_user", "new@example.com", 1, "viewer"))
-        await holder.lock([held["key"]], key_version=KEY_VERSION)
+        await holder.lock([held["key"]])
         await holder.apply([held], retention=RETENTION)
         racing = asyncio.create_task(run(second, c("set_user_role", "NEW@example.com", 2, "admin")))
         await asyncio.sleep(0.3)

@@ -50,8 +50,8 @@ class ScriptedUsers:
     async def get_user_by_key(self, key: str) -> User | None:
         return None
 
-    async def lock(self, keys: Sequence[str], *, key_version: int) -> None:
-        self.calls.append(("lock", (list(keys), key_version)))
+    async def lock(self, keys: Sequence[str]) -> None:
+        self.calls.append(("lock", list(keys)))
 
     async def apply(self, commands: Sequence[UserCommand], *, retention: float) -> list[Applied]:
         self.calls.append(("apply", ([c["email"] for c in commands], retention)))
