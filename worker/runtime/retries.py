@@ -59,7 +59,7 @@ def is_transient(error: BaseException) -> bool:
         if error.connection_invalidated or isinstance(error, sa_exc.OperationalError):
             return True
         orig = error.orig
-        sqlstate = str(getattr(orig, "sqlstate", None) or "")
+        sqlstate = _sqlstate(error)
         if sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08"):  # 08xxx: connection exceptions
             return True
         name = type(orig).__name__
@@ -74,9 +74,14 @@ def is_transient(error: BaseException) -> bool:
 
 def is_deadlock(error: BaseException) -> bool:
     """True if PostgreSQL broke a deadlock by failing this statement (SQLSTATE 40P01)."""
-    cause = error.__cause__ if not isinstance(error, sa_exc.DBAPIError) else error
-    orig = getattr(cause, "orig", None)
-    return str(getattr(orig, "sqlstate", None) or "") == "40P01"
+    return _sqlstate(error) == "40P01"
+
+
+def _sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a database error (as the driver reports it), else ''."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return ""
+    return str(getattr(error.orig, "sqlstate", None) or "")
 
 
 def backoff_delay(job_try: int, *, base: float, cap: float) -> float:

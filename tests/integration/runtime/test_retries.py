@@ -14,7 +14,7 @@ from tests.support.contexts import job_context
 from worker import tasks
 from worker.jobs.errors import InvalidPayload, StampRefused, UserNotFound
 from worker.jobs.stamps import MICROS, now_micros
-from worker.runtime.retries import is_transient
+from worker.runtime.retries import is_deadlock, is_transient
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ async def test_serialization_failure_is_transient(probe: AsyncEngine) -> None:
             await write_skew()
     assert failure.value.orig.sqlstate == "40001"  # type: ignore[union-attr]
     assert is_transient(failure.value)
+    assert not is_deadlock(failure.value)
 
 
 async def test_deadlock_is_transient(probe: AsyncEngine) -> None:
@@ -64,6 +65,7 @@ async def test_deadlock_is_transient(probe: AsyncEngine) -> None:
     assert len(errors) == 1
     assert errors[0].orig.sqlstate == "40P01"  # type: ignore[attr-defined]
     assert is_transient(errors[0])
+    assert is_deadlock(errors[0])
 
 
 async def test_a_terminated_backend_is_transient(probe: AsyncEngine) -> None:
