@@ -350,6 +350,9 @@ _ERASE = text(
 )
 
 
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = auto")
+
+
 class ExpiredIntent(NamedTuple):
     """A set_user_role that waited for its user longer than INTENT_WINDOW."""
 
@@ -439,7 +442,12 @@ class UserRepository(BaseRepository[User]):
         return [Applied(*row[:-1]) for row in result]  # the last column is the position
 
     async def apply_counting(self, commands: Sequence[UserCommand], *, retention: float) -> AppliedCounts:
-        """As `apply`, for a large batch: only the statuses' counts and the refused commands' indexes."""
+        """As `apply`, for a large batch: only the statuses' counts and the refused commands' indexes.
+
+        The batch's statements are planned for their arrays' length (`plan_cache_mode = auto` for
+        the rest of the transaction), not by the generic plans a worker's connection uses.
+        """
+        await self.session.execute(_CUSTOM_PLANS)
         result = await self.session.execute(_APPLY_COUNTING, await self._lock_for(commands, retention))
         return AppliedCounts(*result.one())
 

@@ -241,6 +241,19 @@ async def test_purge_removes_only_states_of_no_user_with_every_stamp_older_than_
     assert await users.purge_states(retention=DAY, batch=10) == 0
 
 
+async def test_a_batch_is_planned_for_its_own_arrays_for_its_transaction_only(engine: AsyncEngine) -> None:
+    show = text("SHOW plan_cache_mode")
+    async with AsyncSession(engine) as session:
+        assert (await session.execute(show)).scalar_one() == "force_generic_plan"
+        counts = await UserRepository(session).apply_counting(
+            [_command("provision_user", "ada@example.com", T0 + 1, "admin")], retention=RETENTION
+        )
+        assert counts.created == 1
+        assert (await session.execute(show)).scalar_one() == "auto"
+        await session.rollback()
+        assert (await session.execute(show)).scalar_one() == "force_generic_plan"
+
+
 async def test_repository_never_commits(engine: AsyncEngine, users: UserRepository) -> None:
     await _apply(users, [_command("provision_user", "uncommitted@example.com", T0 + 1, "member")])
     # A second connection sees nothing: the rows only live in the test's open transaction.
