@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     argon2_parallelism: Annotated[int, Field(ge=MIN_PARALLELISM)] = MIN_PARALLELISM
     hash_threads: PositiveInt | None = None
 
+    # The SCIM 2.0 service (`python -m worker scim`; README, "SCIM"). SCIM_TOKENS: comma-separated
+    # bearer tokens, several while rotating; the service refuses to start without one.
+    scim_host: str = "127.0.0.1"
+    scim_port: Annotated[int, Field(gt=0, lt=65536)] = 8080
+    scim_tokens: SecretStr | None = None
+    scim_default_role: Literal["admin", "member", "viewer"] = "member"
+    # Seconds a request waits for its jobs' results before answering 503 (the jobs still apply).
+    scim_job_wait: Annotated[float, Field(gt=0)] = 10.0
+    scim_max_body: PositiveInt = 1024 * 1024
+
     # Transport security (see README "Security").
     database_ssl_mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
     database_ssl_root_cert: Path | None = None
@@ -194,6 +204,11 @@ class Settings(BaseSettings):
     def erasure_key_list(self) -> list[str]:
         """The erasure keys, current first (empty if none are configured)."""
         return _split_keys(self.erasure_keys) if self.erasure_keys is not None else []
+
+    @property
+    def scim_token_list(self) -> list[str]:
+        """The SCIM bearer tokens (empty if none are configured)."""
+        return _split_keys(self.scim_tokens) if self.scim_tokens is not None else []
 
     @property
     def password_policy(self) -> PasswordPolicy:
