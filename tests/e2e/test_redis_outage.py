@@ -138,14 +138,23 @@ async def _all(redis: ArqRedis, job_ids: list[str]) -> bool:
         return False
 
 
+def _wait_for_line(log: Path, fragment: str, worker: subprocess.Popen[bytes]) -> None:
+    """Block until the worker's log holds `fragment` (its start-up can take seconds on a busy
+    machine); fail if the worker exits first or it never comes."""
+    deadline = time.monotonic() + 60
+    while fragment not in log.read_text():
+        assert worker.poll() is None, f"the worker exited before logging {fragment!r}"
+        assert time.monotonic() < deadline, f"the worker never logged {fragment!r}"
+        time.sleep(0.05)
+
+
 def test_an_outage_longer_than_redis_max_outage_exits_1_for_a_supervisor(
     settings: Settings, server: PrivateRedis, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
     worker = start_worker(on(settings, server), log, redis_max_outage=2, **FAST)
     try:
-        time.sleep(2.0)  # started and polling
-        assert worker.poll() is None
+        _wait_for_line(log, "database ", worker)  # on_startup ran: the worker is polling
         server.stop()
         exit_code = worker.wait(timeout=30)
     finally:
