@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any, Self
 
 from arq.connections import ArqRedis
-from arq.jobs import Job
+from arq.jobs import Job, JobResult
 
 from worker.jobs.errors import DuplicateJob as DuplicateJob  # what callers of enqueue() catch
 from worker.jobs.errors import InvalidPayload
 from worker.jobs.errors import JobFailed as JobFailed  # what Job.result() raises for a failed job
+from worker.jobs.finished import FinishedJobs
 from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
 from worker.jobs.serialization import deserialize, serialize
 from worker.jobs.stamps import CLOCK
@@ -46,6 +47,7 @@ class ProvisioningClient:
         self.queue_name = queue_name
         self.retry_for = retry_for
         self._seal_key = seal_key
+        self._finished: FinishedJobs | None = None
 
     @classmethod
     @asynccontextmanager
@@ -55,12 +57,16 @@ class ProvisioningClient:
         redis = await connect_redis(settings)
         try:
             keys = settings.seal_key_list
-            yield cls(
+            client = cls(
                 redis,
                 queue_name=settings.queue_name,
                 seal_key=keys[0] if keys else None,
                 retry_for=settings.enqueue_retry_for,
             )
+            try:
+                yield client
+            finally:
+                await client.aclose()
         finally:
             await redis.aclose(close_connection_pool=True)
 
@@ -71,6 +77,7 @@ class ProvisioningClient:
         role: RoleName,
         password: str | None = None,
         password_hash: str | None = None,
+        external_id: str | None = None,
         job_id: str | None = None,
         as_of: AsOfValue | None = None,
     ) -> Job:
@@ -83,6 +90,34 @@ class ProvisioningClient:
             as_of=as_of,
             email=email,
             role=role,
+            password_hash=password_hash,
+            password_sealed=sealed,
+            external_id=external_id,
+        )
+
+    async def update_user(
+        self,
+        *,
+        email: str,
+        role: RoleName | None = None,
+        active: bool | None = None,
+        external_id: str | None = None,
+        password: str | None = None,
+        password_hash: str | None = None,
+        job_id: str | None = None,
+        as_of: AsOfValue | None = None,
+    ) -> Job:
+        """Enqueue `update_user`: only the fields given change (`active=True` reactivates, keeping the
+        role); the job waits for a user not provisioned yet. A `password` is sealed here."""
+        sealed = self.seal(password) if password is not None else None
+        return await self.enqueue(
+            "update_user",
+            job_id=job_id,
+            as_of=as_of,
+            email=email,
+            role=role,
+            active=active,
+            external_id=external_id,
             password_hash=password_hash,
             password_sealed=sealed,
         )
@@ -169,6 +204,22 @@ class ProvisioningClient:
         """True if the job with this id is this very command (an earlier attempt of ours)."""
         info = await self.job(job_id).info()
         return info is not None and info.function == function and info.kwargs == payload
+
+    async def wait_for(self, job_ids: Sequence[str], *, within: float) -> dict[str, JobResult]:
+        """The results of those of `job_ids` that finish within `within` seconds, by job id.
+
+        Woken by the worker's announcement of each finish (`worker.jobs.finished`), not by polling;
+        a failed job's `result` is a `JobFailed` naming its error type.
+        """
+        if self._finished is None:
+            self._finished = FinishedJobs(self.redis, self.queue_name, deserializer=deserialize)
+        return await self._finished.wait(job_ids, within=within)
+
+    async def aclose(self) -> None:
+        """Stop waiting for announcements (the Redis pool is the caller's)."""
+        if self._finished is not None:
+            await self._finished.aclose()
+            self._finished = None
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job, for its status or result."""

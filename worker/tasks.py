@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
-from worker.jobs.errors import InvalidPayload, StampRefused, UserNotFound
+from worker.jobs.errors import InvalidPayload, NotProvisionedYet, StampRefused, UserNotFound
 from worker.jobs.payloads import (
     BulkUser,
     DeactivateUser,
@@ -18,7 +18,9 @@ from worker.jobs.payloads import (
     ProvisionUser,
     ProvisionUsers,
     SetUserRole,
+    UpdateUser,
     UserRef,
+    WithPassword,
     parse_bulk_entries,
 )
 from worker.jobs.stamps import now_micros
@@ -45,6 +47,11 @@ async def set_user_role(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult
     return await run_job(ctx, "set_user_role", SetUserRole, _single_user, args, kwargs)
 
 
+async def update_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+    """Change only the named fields of a provisioned user; waits (retries) for a user not provisioned yet."""
+    return await run_job(ctx, "update_user", UpdateUser, _single_user, args, kwargs)
+
+
 async def deactivate_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
     """Ensure no active user has this email."""
     return await run_job(ctx, "deactivate_user", DeactivateUser, _single_user, args, kwargs)
@@ -63,7 +70,7 @@ async def provision_users(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResu
 async def _single_user(ctx: JobContext, function: str, command: UserRef) -> UserOutcome:
     stamp = job_stamp(ctx, function, command.as_of, command.stamp_job_id)
     password_hash: str | None = None
-    if isinstance(command, ProvisionUser) and command.password_sealed is not None:
+    if isinstance(command, WithPassword) and command.password_sealed is not None:
         password = unseal_password(
             command.password_sealed, key_ring=ctx.get("key_ring"), hashing=ctx["hashing"]
         )
@@ -79,6 +86,8 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
             function=function,
             as_of=stamp.as_of,
         )
+    if outcome.status == "waiting":
+        raise NotProvisionedYet(function=function)
     return outcome
 
 
@@ -198,5 +207,5 @@ async def purge_expired(ctx: WorkerContext) -> JobResult:
     return {"tombstones": tombstones, "audit_rows": audit}
 
 
-TASKS = (provision_user, set_user_role, deactivate_user, delete_user, provision_users)
+TASKS = (provision_user, set_user_role, update_user, deactivate_user, delete_user, provision_users)
 """Every task the worker runs; their names are the job contract's function names."""

@@ -315,6 +315,8 @@ async def test_database_errors_do_not_carry_sql_parameters(db_session: AsyncSess
         "job_id": new_id(),
         "digest": None,
         "old_digest": None,
+        "active": None,
+        "external_id": None,
     }
     await users.lock([key])
     with pytest.raises(IntegrityError) as failure:
@@ -355,3 +357,33 @@ async def test_a_password_sealed_by_the_documented_node_js_code_opens(
     stored = await _stored_hash(engine, "node@example.com")
     assert stored is not None
     assert verify_password(stored, "sealed in node ✓").valid
+
+
+async def test_a_full_state_update_re_sending_the_password_keeps_the_hash_and_writes_no_audit_row(
+    sealing_settings: Settings, seal_key: str, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    """What an identity provider's periodic PUT does: same role, same active, same password."""
+    client = ProvisioningClient(redis, queue_name=sealing_settings.queue_name, seal_key=seal_key)
+    email = "full-state@example.com"
+    await client.provision_user(email=email, role="member", password="pw-one", job_id=new_id())
+    await run_burst(sealing_settings)
+    stored = await _stored_hash(engine, email)
+    resent = await client.update_user(
+        email=email, role="member", active=True, password="pw-one", job_id=new_id()
+    )
+    await run_burst(sealing_settings)
+    assert (await resent.result(timeout=5))["status"] == "unchanged"
+    assert await _stored_hash(engine, email) == stored
+    async with engine.connect() as conn:
+        functions = (
+            await conn.scalars(text("SELECT function FROM user_changes WHERE email = :e"), {"e": email})
+        ).all()
+    assert functions == ["provision_user"]
+
+    changed = await client.update_user(email=email, password="pw-two", job_id=new_id())
+    await run_burst(sealing_settings)
+    assert (await changed.result(timeout=5))["status"] == "updated"
+    final = await _stored_hash(engine, email)
+    assert final is not None
+    assert final != stored
+    assert verify_password(final, "pw-two").valid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
 from worker.jobs.errors import JobFailed
+from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password
 from worker.settings import Settings
 
@@ -292,3 +294,36 @@ async def test_a_retry_keeps_the_whole_stamp_so_equal_as_of_ties_break_as_they_f
         )
     assert first in recorded
     assert again.job_id not in recorded  # the retry is recorded under the stamp's job id, once
+
+
+async def test_an_update_waits_for_its_provision_then_applies(redis: ArqRedis, settings: Settings) -> None:
+    """An update_user that runs before its user exists is tried again, and lands once the user does."""
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    fast = settings.model_copy(update={"retry_base_delay": 0.05, "retry_max_delay": 0.2})
+    as_of = now_micros()
+    update = await client.update_user(
+        email="later@example.com", role="admin", active=False, as_of=as_of, job_id=new_id()
+    )
+    worker = asyncio.create_task(run_burst(fast))
+    # ARQ counts tries in arq:retry:<id>: a second try means the first found no user.
+    while int(await redis.get(f"arq:retry:{update.job_id}") or 0) < 2:  # noqa: ASYNC110 - state in Redis
+        await asyncio.sleep(0.01)
+    provision = await client.provision_user(
+        email="later@example.com", role="viewer", as_of=as_of - 1000, job_id=new_id()
+    )
+    await worker
+    assert (await provision.result(timeout=5))["status"] == "created"
+    result = await update.result(timeout=5)
+    assert (result["status"], result["role"], result["is_active"]) == ("updated", "admin", False)
+
+
+async def test_an_update_of_a_user_that_never_comes_gives_up(redis: ArqRedis, settings: Settings) -> None:
+    client = ProvisioningClient(redis, queue_name=settings.queue_name)
+    update = await client.update_user(email="never@example.com", active=True, job_id=new_id())
+    await run_burst(
+        settings.model_copy(update={"max_tries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.02})
+    )
+    with pytest.raises(
+        JobFailed, match="GaveUp: update_user: gave up after 2 tries; last error NotProvisionedYet"
+    ):
+        await update.result(timeout=5)

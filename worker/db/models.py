@@ -35,6 +35,7 @@ NAMING_CONVENTION = {
 }
 
 EMAIL_MAX_LENGTH = 320
+EXTERNAL_ID_MAX_LENGTH = 255
 
 
 class Base(DeclarativeBase):
@@ -79,7 +80,7 @@ def _job_id() -> Mapped[str]:
 class UserState(Base):
     """One row per identity key: the stamps that order a person's commands, and its lock.
 
-    Every field of a user (provisioned, role, is_active, hashed_password) carries the stamp
+    Every field of a user (provisioned, role, is_active, hashed_password, external_id) carries the stamp
     (as_of, job id) of the newest command that wrote it, so that commands converge on the newest
     one's state whatever order they run in. The row outlives the user: after a delete it is the
     tombstone, and before a provision it holds the commands that came early (a role intent, a
@@ -103,6 +104,8 @@ class UserState(Base):
     active_job_id: Mapped[str] = _job_id()
     password_as_of: Mapped[int] = _as_of()
     password_job_id: Mapped[str] = _job_id()
+    external_id_as_of: Mapped[int] = _as_of()
+    external_id_job_id: Mapped[str] = _job_id()
     # When a set_user_role intent was stored for a person not provisioned yet; None otherwise.
     pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The intent outlived INTENT_WINDOW and was reported once as a failed job (UserNotFound).
@@ -136,6 +139,8 @@ class User(Base):
     hashed_password: Mapped[str | None] = mapped_column(String(512))
     role: Mapped[Role] = _role(nullable=False)
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    # The person's id in the system of record that provisions it (SCIM's externalId); case-exact.
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX_LENGTH), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -54,6 +54,18 @@ class TransientError(Exception):
     """A failure of ours that is worth retrying (a race that a fresh attempt resolves)."""
 
 
+class NotProvisionedYet(TransientError):
+    """An `update_user` for a person with no user yet: tried again, so that a provision sent at the
+    same time (and still queued, or retrying) can land first."""
+
+    def __init__(self, *, function: str) -> None:
+        super().__init__(
+            f"{function}: the user is not provisioned (yet): send provision_user first; this job is "
+            "tried again and applies once the user exists"
+        )
+        self.function = function
+
+
 class GaveUp(Exception):
     """A transient failure outlasted every try the job had (`MAX_TRIES`)."""
 

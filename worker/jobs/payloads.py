@@ -65,6 +65,8 @@ def _fernet_token(value: str) -> str:
 
 Argon2idHash = Annotated[str, AfterValidator(_argon2id)]
 SealedPassword = Annotated[str, Field(min_length=100, max_length=8192), AfterValidator(_fernet_token)]
+ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
+"""The person's id in the system of record (SCIM's externalId): kept as sent, compared case-exact."""
 
 
 class Payload(BaseModel):
@@ -93,16 +95,44 @@ class UserWithRole(UserRef):
     role: RoleName
 
 
-class ProvisionUser(UserWithRole):
-    """Ensure an active user with this email and role (and password hash, when given) exists."""
+class WithPassword(Payload):
+    """A password, as an argon2id hash or sealed for the worker to hash; at most one of the two."""
 
     password_hash: Argon2idHash | None = None
     password_sealed: SealedPassword | None = None
 
     @model_validator(mode="after")
-    def _one_password(self) -> ProvisionUser:
+    def _one_password(self) -> WithPassword:
         if self.password_hash is not None and self.password_sealed is not None:
             raise PydanticCustomError("two_passwords", "give password_hash or password_sealed, not both")
+        return self
+
+
+class ProvisionUser(UserWithRole, WithPassword):
+    """Ensure an active user with this email and role (and password, external id, when given) exists."""
+
+    external_id: ExternalId | None = None
+
+
+class UpdateUser(UserRef, WithPassword):
+    """Change only the named fields of a provisioned user (role, active, password, external id).
+
+    A user not provisioned yet is waited for: the job is tried again (`NotProvisionedYet`).
+    """
+
+    role: RoleName | None = None
+    active: bool | None = None
+    external_id: ExternalId | None = None
+
+    @model_validator(mode="after")
+    def _names_a_field(self) -> UpdateUser:
+        fields = (self.role, self.active, self.external_id, self.password_hash, self.password_sealed)
+        if all(value is None for value in fields):
+            raise PydanticCustomError(
+                "nothing_to_update",
+                "name at least one field to change: role, active, external_id, password_hash or "
+                "password_sealed",
+            )
         return self
 
 
@@ -133,6 +163,7 @@ class BulkUser(TypedDict):
     email: Email
     role: RoleName
     password_hash: NotRequired[Argon2idHash | None]
+    external_id: NotRequired[ExternalId | None]
     as_of: NotRequired[AsOf | None]
 
 
@@ -150,6 +181,7 @@ class ProvisionUsers(Payload):
 PAYLOADS: dict[str, type[Payload]] = {
     "provision_user": ProvisionUser,
     "set_user_role": SetUserRole,
+    "update_user": UpdateUser,
     "deactivate_user": DeactivateUser,
     "delete_user": DeleteUser,
     "provision_users": ProvisionUsers,

@@ -50,19 +50,26 @@ _HOLD = "ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHER
 """How statement 1 ends: a person's existing row is locked (its WHERE false writes nothing)."""
 
 _COMMANDS = """
-    SELECT c.key COLLATE "C" AS key, c.email, c.function, c.role, c.hash, c.as_of,
+    SELECT c.key COLLATE "C" AS key, c.email, c.function, c.role, c.hash, c.active, c.external_id, c.as_of,
            c.job_id COLLATE "C" AS job_id, c.digest, c.old_digest, c.position,
            c.function IN ('provision_user', 'provision_users') AS provision,
-           -- n_<field>: the command names the field (provisioned, role, active, hash)
+           c.function = 'update_user' AS updates,
+           -- n_<field>: the command names the field (provisioned, role, active, hash, external id);
+           -- update_user names exactly the fields it carries
            c.function IN ('provision_user', 'provision_users', 'delete_user') AS n_p,
-           c.function <> 'deactivate_user' AS n_r,
-           c.function <> 'set_user_role' AS n_a,
-           c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h
+           CASE WHEN c.function = 'update_user' THEN c.role IS NOT NULL
+                ELSE c.function <> 'deactivate_user' END AS n_r,
+           CASE WHEN c.function = 'update_user' THEN c.active IS NOT NULL
+                ELSE c.function <> 'set_user_role' END AS n_a,
+           c.function = 'delete_user' OR c.hash IS NOT NULL AS n_h,
+           c.function = 'delete_user' OR c.external_id IS NOT NULL AS n_x
     FROM unnest(CAST(:keys AS text[]), CAST(:emails AS varchar[]), CAST(:functions AS varchar[]),
-                CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]), CAST(:as_ofs AS bigint[]),
-                CAST(:job_ids AS text[]), CAST(:digests AS bytea[]), CAST(:old_digests AS bytea[]))
+                CAST(:roles AS varchar[]), CAST(:hashes AS varchar[]), CAST(:actives AS boolean[]),
+                CAST(:external_ids AS varchar[]), CAST(:as_ofs AS bigint[]), CAST(:job_ids AS text[]),
+                CAST(:digests AS bytea[]), CAST(:old_digests AS bytea[]))
          WITH ORDINALITY
-         AS c(key, email, function, role, hash, as_of, job_id, digest, old_digest, position)
+         AS c(key, email, function, role, hash, active, external_id, as_of, job_id, digest, old_digest,
+              position)
 """
 
 # Statement 1 of a merge. A person seen for the first time gets the command applied to nothing
@@ -74,15 +81,17 @@ _LOCK_FOR = text(
     f"""
     INSERT INTO user_states (key, key_version, inserted_by, role, pending_since,
                              provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
-                             active_as_of, active_job_id, password_as_of, password_job_id)
+                             active_as_of, active_job_id, password_as_of, password_job_id,
+                             external_id_as_of, external_id_job_id)
     SELECT key, CAST(:key_version AS smallint), CAST(:token AS uuid),
            CASE WHEN ok AND function = 'set_user_role' THEN role END,
            CASE WHEN ok AND function = 'set_user_role' THEN now() END,
            CASE WHEN ok AND n_p THEN as_of ELSE 0 END, CASE WHEN ok AND n_p THEN job_id ELSE '' END,
            CASE WHEN ok AND n_r THEN as_of ELSE 0 END, CASE WHEN ok AND n_r THEN job_id ELSE '' END,
            CASE WHEN ok AND n_a THEN as_of ELSE 0 END, CASE WHEN ok AND n_a THEN job_id ELSE '' END,
-           CASE WHEN ok AND n_h THEN as_of ELSE 0 END, CASE WHEN ok AND n_h THEN job_id ELSE '' END
-    FROM (SELECT cmd.*, cmd.as_of >= {_CUTOFF} AS ok FROM ({_COMMANDS}) cmd) c
+           CASE WHEN ok AND n_h THEN as_of ELSE 0 END, CASE WHEN ok AND n_h THEN job_id ELSE '' END,
+           CASE WHEN ok AND n_x THEN as_of ELSE 0 END, CASE WHEN ok AND n_x THEN job_id ELSE '' END
+    FROM (SELECT cmd.*, cmd.as_of >= {_CUTOFF} AND NOT cmd.updates AS ok FROM ({_COMMANDS}) cmd) c
     ORDER BY key
     {_HOLD}
     """  # noqa: S608 - constant SQL fragments, no input
@@ -110,14 +119,15 @@ _MERGE = f"""
         SELECT c.*, s.inserted_by = CAST(:token AS uuid) AS fresh,
                s.inserted_by = CAST(:token AS uuid)
                  OR (u.id IS NULL AND s.provisioned_as_of = 0 AND s.role_as_of = 0 AND s.active_as_of = 0
-                     AND s.password_as_of = 0) AS blank,
+                     AND s.password_as_of = 0 AND s.external_id_as_of = 0) AS blank,
                s.role AS s_role, s.pending_since AS s_pending, s.intent_reported AS s_reported,
                s.provisioned_as_of AS s_p_as_of, s.provisioned_job_id AS s_p_job_id,
                s.role_as_of AS s_r_as_of, s.role_job_id AS s_r_job_id,
                s.active_as_of AS s_a_as_of, s.active_job_id AS s_a_job_id,
                s.password_as_of AS s_h_as_of, s.password_job_id AS s_h_job_id,
+               s.external_id_as_of AS s_x_as_of, s.external_id_job_id AS s_x_job_id,
                u.id AS old_id, u.email AS old_email, u.role AS u_role, u.is_active AS u_active,
-               u.hashed_password AS old_hash
+               u.hashed_password AS old_hash, u.external_id AS old_external_id
         FROM cmd c
         JOIN user_states s ON s.key = c.key
         LEFT JOIN users u ON u.key = c.key
@@ -135,7 +145,9 @@ _MERGE = f"""
                CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_a_as_of END AS a_as_of,
                CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_a_job_id END AS a_job_id,
                CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_h_as_of END AS h_as_of,
-               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_h_job_id END AS h_job_id
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_h_job_id END AS h_job_id,
+               CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_x_as_of END AS x_as_of,
+               CASE WHEN l.blank THEN coalesce(e.job_id, '') ELSE l.s_x_job_id END AS x_job_id
         FROM locked l
         LEFT JOIN LATERAL (
             SELECT x.as_of, x.job_id COLLATE "C" AS job_id FROM erased_stamps x
@@ -146,33 +158,38 @@ _MERGE = f"""
         ) e ON true
     ),
     decided AS {{materialized}}(
-        -- w_<field>: the command names the field and is newer than the field's stamp.
+        -- w_<field>: the command names the field and is newer than the field's stamp; an update_user
+        -- writes only a provisioned person (before the provision it waits, and its job tries again).
         SELECT c.*,
                NOT c.refused AND c.n_p AND (c.as_of, c.job_id) > (c.p_as_of, c.p_job_id) AS w_p,
-               NOT c.refused AND c.n_r AND (c.as_of, c.job_id) > (c.r_as_of, c.r_job_id) AS w_r,
-               NOT c.refused AND c.n_a AND (c.as_of, c.job_id) > (c.a_as_of, c.a_job_id) AS w_a,
-               NOT c.refused AND c.n_h AND (c.as_of, c.job_id) > (c.h_as_of, c.h_job_id) AS w_h,
+               c.go AND c.n_r AND (c.as_of, c.job_id) > (c.r_as_of, c.r_job_id) AS w_r,
+               c.go AND c.n_a AND (c.as_of, c.job_id) > (c.a_as_of, c.a_job_id) AS w_a,
+               c.go AND c.n_h AND (c.as_of, c.job_id) > (c.h_as_of, c.h_job_id) AS w_h,
+               c.go AND c.n_x AND (c.as_of, c.job_id) > (c.x_as_of, c.x_job_id) AS w_x,
                -- every field the command names holds a newer stamp already
                (NOT c.n_p OR (c.as_of, c.job_id) < (c.p_as_of, c.p_job_id))
                  AND (NOT c.n_r OR (c.as_of, c.job_id) < (c.r_as_of, c.r_job_id))
                  AND (NOT c.n_a OR (c.as_of, c.job_id) < (c.a_as_of, c.a_job_id))
                  AND (NOT c.n_h OR (c.as_of, c.job_id) < (c.h_as_of, c.h_job_id))
+                 AND (NOT c.n_x OR (c.as_of, c.job_id) < (c.x_as_of, c.x_job_id))
                  AS all_newer,
                (c.as_of, c.job_id) = (c.r_as_of, c.r_job_id) AS holds_r
-        FROM cur c
+        FROM (SELECT cur.*, NOT cur.refused AND (NOT cur.updates OR cur.was_provisioned) AS go FROM cur) c
     ),
     merged AS {{materialized}}(
         SELECT d.*,
                CASE WHEN d.w_p THEN d.provision ELSE d.was_provisioned END AS new_provisioned,
                CASE WHEN d.w_p AND d.provision THEN d.email ELSE d.old_email END AS new_email,
                CASE WHEN d.w_r THEN d.role ELSE d.old_role END AS new_role,
-               CASE WHEN d.w_a THEN d.provision ELSE d.old_active END AS new_active,
-               CASE WHEN d.w_h THEN d.hash ELSE d.old_hash END AS new_hash
+               CASE WHEN NOT d.w_a THEN d.old_active WHEN d.updates THEN d.active ELSE d.provision END
+                 AS new_active,
+               CASE WHEN d.w_h THEN d.hash ELSE d.old_hash END AS new_hash,
+               CASE WHEN d.w_x THEN d.external_id ELSE d.old_external_id END AS new_external_id
         FROM decided d
     ),
     n AS (
         SELECT m.*,
-               m.w_p OR m.w_r OR m.w_a OR m.w_h AS wins,
+               m.w_p OR m.w_r OR m.w_a OR m.w_h OR m.w_x AS wins,
                CASE WHEN m.new_provisioned THEN NULL
                     WHEN m.w_r AND m.function = 'set_user_role' THEN now()
                     WHEN m.w_r THEN NULL
@@ -186,9 +203,14 @@ _MERGE = f"""
                                        WHEN 'delete_user' THEN 'absent'
                                        WHEN 'set_user_role' THEN
                                            CASE WHEN m.w_r OR m.holds_r THEN 'pending' ELSE 'superseded' END
+                                       WHEN 'update_user' THEN
+                                           -- newer than the last provision or delete: its user may come
+                                           CASE WHEN (m.as_of, m.job_id) > (m.p_as_of, m.p_job_id)
+                                                THEN 'waiting' ELSE 'superseded' END
                                        ELSE 'superseded' END
                    WHEN m.new_email <> m.old_email OR m.new_role IS DISTINCT FROM m.old_role
                         OR m.new_active <> m.old_active OR m.new_hash IS DISTINCT FROM m.old_hash
+                        OR m.new_external_id IS DISTINCT FROM m.old_external_id
                        THEN 'updated'
                    WHEN m.all_newer THEN 'superseded'
                    ELSE 'unchanged'
@@ -206,6 +228,8 @@ _MERGE = f"""
             active_job_id = CASE WHEN n.w_a THEN n.job_id ELSE n.a_job_id END,
             password_as_of = CASE WHEN n.w_h THEN n.as_of ELSE n.h_as_of END,
             password_job_id = CASE WHEN n.w_h THEN n.job_id ELSE n.h_job_id END,
+            external_id_as_of = CASE WHEN n.w_x THEN n.as_of ELSE n.x_as_of END,
+            external_id_job_id = CASE WHEN n.w_x THEN n.job_id ELSE n.x_job_id END,
             pending_since = n.new_pending,
             intent_reported = n.new_pending IS NOT NULL AND n.new_pending = n.old_pending AND n.old_reported,
             updated_at = now()
@@ -214,8 +238,8 @@ _MERGE = f"""
           AND CASE WHEN n.fresh THEN n.refused OR n.unerased ELSE n.wins OR n.unerased END
     ),
     created AS (
-        INSERT INTO users (key, email, role, is_active, hashed_password)
-        SELECT key, new_email, new_role, new_active, new_hash
+        INSERT INTO users (key, email, role, is_active, hashed_password, external_id)
+        SELECT key, new_email, new_role, new_active, new_hash, new_external_id
         FROM n
         WHERE status = 'created'
         ORDER BY key
@@ -224,7 +248,7 @@ _MERGE = f"""
     changed AS (
         UPDATE users u
         SET email = n.new_email, role = n.new_role, is_active = n.new_active, hashed_password = n.new_hash,
-            updated_at = now()
+            external_id = n.new_external_id, updated_at = now()
         FROM n
         WHERE u.key = n.key AND n.status = 'updated'
     ),
@@ -248,7 +272,9 @@ _MERGE = f"""
                CASE WHEN o.new_provisioned THEN o.new_active END,
                o.new_hash IS DISTINCT FROM o.old_hash
         FROM outcome o
-        WHERE NOT o.refused
+        -- An update_user that waits for its user is tried again under its job id, and one that
+        -- changed nothing (an identity provider re-sending full state) is no event.
+        WHERE NOT o.refused AND NOT (o.updates AND o.status IN ('waiting', 'unchanged'))
         ON CONFLICT DO NOTHING
     )
 """  # noqa: S608 - constant SQL fragments, no input
@@ -298,7 +324,8 @@ _EXPIRE_INTENTS = text(
 # accepted: no command can be ordered against them any more. Locked (skipping rows that commands
 # hold), and the condition checked again on the locked version.
 _STALE = f"""
-    greatest(s.provisioned_as_of, s.role_as_of, s.active_as_of, s.password_as_of) < {_CUTOFF}
+    greatest(s.provisioned_as_of, s.role_as_of, s.active_as_of, s.password_as_of, s.external_id_as_of)
+      < {_CUTOFF}
     AND (s.pending_since IS NULL OR s.intent_reported)
     AND NOT EXISTS (SELECT FROM users u WHERE u.key = s.key)
 """
@@ -328,7 +355,8 @@ _ERASE = text(
     stamps AS (
         SELECT as_of, job_id COLLATE "C" AS job_id FROM doomed, LATERAL (VALUES
             (provisioned_as_of, provisioned_job_id), (role_as_of, role_job_id),
-            (active_as_of, active_job_id), (password_as_of, password_job_id)) AS f(as_of, job_id)
+            (active_as_of, active_job_id), (password_as_of, password_job_id),
+            (external_id_as_of, external_id_job_id)) AS f(as_of, job_id)
         UNION ALL
         SELECT as_of, job_id FROM erased_stamps
         WHERE digest IN (CAST(:digest AS bytea), CAST(:old_digest AS bytea))
@@ -345,7 +373,7 @@ _ERASE = text(
         ON CONFLICT (digest) DO UPDATE SET as_of = EXCLUDED.as_of, job_id = EXCLUDED.job_id, erased_at = now()
     )
     SELECT count(*) FROM doomed
-    WHERE greatest(provisioned_as_of, role_as_of, active_as_of, password_as_of) > 0
+    WHERE greatest(provisioned_as_of, role_as_of, active_as_of, password_as_of, external_id_as_of) > 0
     """
 )
 
@@ -395,6 +423,8 @@ class UserCommand(TypedDict):
     function: str
     role: str | None
     hashed_password: str | None
+    active: bool | None
+    external_id: str | None
     as_of: int
     job_id: str
     digest: bytes | None
@@ -409,6 +439,8 @@ def _columns(commands: Sequence[UserCommand]) -> dict[str, list[Any]]:
         "functions": [c["function"] for c in commands],
         "roles": [c["role"] for c in commands],
         "hashes": [c["hashed_password"] for c in commands],
+        "actives": [c["active"] for c in commands],
+        "external_ids": [c["external_id"] for c in commands],
         "as_ofs": [c["as_of"] for c in commands],
         "job_ids": [c["job_id"] for c in commands],
         "digests": [c["digest"] for c in commands],

@@ -45,6 +45,7 @@ from arq.worker import Worker
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from worker.jobs.finished import finished_channel
 from worker.runtime import metrics
 from worker.runtime.redis_connection import open_redis
 from worker.runtime.retries import is_redis_unreachable
@@ -190,6 +191,7 @@ def _finish_commands(
         delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
         tr.zrem(abort_jobs_ss, job_id)
         tr.zrem(queue_name, job_id)
+        tr.publish(finished_channel(queue_name), job_id)  # wakes ProvisioningClient.wait_for
     elif incr_score:
         tr.zincrby(queue_name, incr_score, job_id)
     if delete_keys:

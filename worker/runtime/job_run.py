@@ -37,6 +37,13 @@ Runner = Callable[[JobContext, str, PayloadT], Awaitable[Outcome]]
 # Failing to deactivate or delete leaves a person with access they should not have.
 SECURITY_FUNCTIONS = frozenset({"deactivate_user", "delete_user"})
 
+
+def takes_access_away(function: str, kwargs: Mapping[str, Any]) -> bool:
+    """True for a command whose failure leaves someone access they should not have: a deactivation,
+    a delete, or an `update_user` that sets `active` to false."""
+    return function in SECURITY_FUNCTIONS or (function == "update_user" and kwargs.get("active") is False)
+
+
 Ending = Literal["succeeded", "retried", "failed", "cancelled", "unknown"]
 
 
@@ -81,7 +88,7 @@ async def run_job(
         raise
     except Exception as error:
         run.end("failed", error)
-        security = function in SECURITY_FUNCTIONS
+        security = takes_access_away(function, kwargs)
         if security:
             _report_security_event(ctx, function, error)
         await _keep_failure(ctx, function, error, kwargs, security=security)

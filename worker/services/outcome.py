@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["created", "updated", "unchanged", "deleted", "absent", "superseded", "pending", "refused"]
+Status = Literal[
+    "created", "updated", "unchanged", "deleted", "absent", "superseded", "pending", "waiting", "refused"
+]
 
 
 @dataclass(frozen=True, slots=True)

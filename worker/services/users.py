@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from worker.jobs.identity import identity_key
-from worker.jobs.payloads import BulkUser, ProvisionUser, UserRef, UserWithRole
+from worker.jobs.payloads import BulkUser, ProvisionUser, UpdateUser, UserRef, UserWithRole, WithPassword
 from worker.jobs.stamps import Stamp
 from worker.passwords.hashing import DesiredPassword
 from worker.repositories.user import Applied, UserCommand
@@ -40,13 +40,20 @@ def user_command(
     `hashed_password`, when given, replaces the payload's own hash (a sealed password, hashed).
     """
     role: str | None
+    active: bool | None = None
+    external_id: str | None = None
     if isinstance(user, UserRef):
         email, as_of = user.email, stamp.as_of
-        role = user.role if isinstance(user, UserWithRole) else None
-        given_hash = user.password_hash if isinstance(user, ProvisionUser) else None
+        role = user.role if isinstance(user, UserWithRole | UpdateUser) else None
+        given_hash = user.password_hash if isinstance(user, WithPassword) else None
+        if isinstance(user, ProvisionUser | UpdateUser):
+            external_id = user.external_id
+        if isinstance(user, UpdateUser):
+            active = user.active
     else:
         email, role, as_of = user["email"], user["role"], user.get("as_of") or stamp.as_of
         given_hash = user.get("password_hash")
+        external_id = user.get("external_id")
     key = identity_key(email)
     digest, old_digest = erasure.digests(key)
     return {
@@ -55,6 +62,8 @@ def user_command(
         "function": function,
         "role": role,
         "hashed_password": hashed_password if hashed_password is not None else given_hash,
+        "active": active,
+        "external_id": external_id,
         "as_of": as_of,
         "job_id": stamp.job_id,
         "digest": digest,

@@ -135,7 +135,17 @@ OLD_USER_COLUMNS = (
     *STAMP_COLUMNS,
     "pending_since",
 )
-HEAD_USER_COLUMNS = {"id", "key", "email", "hashed_password", "role", "is_active", "created_at", "updated_at"}
+HEAD_USER_COLUMNS = {
+    "id",
+    "key",
+    "email",
+    "hashed_password",
+    "role",
+    "is_active",
+    "external_id",
+    "created_at",
+    "updated_at",
+}
 
 INTENT_STORED = datetime(2026, 11, 30, 8, 15, tzinfo=UTC)
 

@@ -39,6 +39,8 @@ def _command(
         "job_id": f"{function}-{as_of}",
         "digest": None,
         "old_digest": None,
+        "active": None,
+        "external_id": None,
     }
 
 

@@ -35,6 +35,8 @@ def provision(email: str, role: str, password_hash: str | None = None) -> UserCo
         "job_id": f"job-{as_of}",
         "digest": None,
         "old_digest": None,
+        "active": None,
+        "external_id": None,
     }
 
 

@@ -37,6 +37,8 @@ async def _apply(sessions: SessionFactory, function: str, email: str, as_of: int
                 "job_id": f"{function}-{email}",
                 "digest": None,
                 "old_digest": None,
+                "active": None,
+                "external_id": None,
             },
             retention=50 * DAY,
         )

@@ -60,6 +60,8 @@ def as_user_command(command: Command) -> UserCommand:
         "job_id": command.job_id,
         "digest": digest,
         "old_digest": old_digest,
+        "active": None,
+        "external_id": None,
     }
 
 

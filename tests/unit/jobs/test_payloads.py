@@ -14,6 +14,7 @@ from worker.jobs.payloads import (
     DeleteUser,
     ProvisionUser,
     SetUserRole,
+    UpdateUser,
     parse_bulk_entries,
     parse_payload,
 )
@@ -89,12 +90,50 @@ def test_every_function_has_a_model_and_set_user_role_needs_a_role() -> None:
     assert set(PAYLOADS) == {
         "provision_user",
         "set_user_role",
+        "update_user",
         "deactivate_user",
         "delete_user",
         "provision_users",
     }
     with pytest.raises(InvalidPayload, match="role: Field required"):
         parse_payload(SetUserRole, "set_user_role", (), {"email": "a@example.com"})
+
+
+def test_update_user_names_at_least_one_field() -> None:
+    with pytest.raises(InvalidPayload, match="name at least one field to change"):
+        parse_payload(UpdateUser, "update_user", (), {"email": "a@example.com"})
+
+
+def test_update_user_takes_only_the_fields_it_names() -> None:
+    update = parse_payload(UpdateUser, "update_user", (), {"email": "a@example.com", "active": True})
+    assert (update.active, update.role, update.external_id, update.password_hash) == (True, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("active", "false", "active: Input should be a valid boolean"),
+        ("role", "owner", "role: Input should be 'admin', 'member' or 'viewer'"),
+        ("external_id", "", "external_id: String should have at least 1 character"),
+        ("external_id", "x" * 256, "external_id: String should have at most 255 characters"),
+        ("password_hash", "hunter2-in-the-clear", "password_hash: must be an argon2id PHC string"),
+    ],
+)
+def test_update_user_refuses_bad_fields(field: str, value: str, problem: str) -> None:
+    with pytest.raises(InvalidPayload) as error:
+        parse_payload(UpdateUser, "update_user", (), {"email": "a@example.com", field: value})
+    assert problem in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_provision_user_keeps_an_external_id() -> None:
+    command = parse_payload(
+        ProvisionUser,
+        "provision_user",
+        (),
+        {"email": "a@example.com", "role": "viewer", "external_id": "00u1"},
+    )
+    assert command.external_id == "00u1"
 
 
 async def test_batch_slices_keep_indexes_and_find_duplicates_across_slices() -> None:

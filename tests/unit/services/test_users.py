@@ -29,6 +29,8 @@ def command(email: str) -> UserCommand:
         "job_id": "j",
         "digest": None,
         "old_digest": None,
+        "active": None,
+        "external_id": None,
     }
 
 
