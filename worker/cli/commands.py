@@ -8,6 +8,8 @@ import getpass
 import json
 import sys
 import time
+import types
+import typing
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -20,8 +22,10 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
+from worker.cli import scim_server
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.inspection import job_report, queue_status
+from worker.cli.scim_health import check_scim, default_url
 from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import create_engine, create_session_factory
 from worker.jobs.emails import email_key
@@ -50,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, model in PAYLOADS.items():
         sub = functions.add_parser(name, help=(model.__doc__ or "").strip().splitlines()[0])
         for field, info in model.model_fields.items():
-            sub.add_argument(f"--{field.replace('_', '-')}", dest=field, required=info.is_required())
+            option, required = f"--{field.replace('_', '-')}", info.is_required()
+            if _is_bool(info.annotation):
+                sub.add_argument(option, dest=field, required=required, type=_boolean, metavar="true|false")
+            else:
+                sub.add_argument(option, dest=field, required=required)
         if "password_sealed" in model.model_fields:
             sub.add_argument(
                 "--ask-password",
@@ -69,7 +77,21 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="exit 0 only if a live worker serves the queue and the database is at head"
     )
     health.add_argument("--json", action="store_true", help="print the findings as JSON")
+    health.add_argument(
+        "--scim",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="also check the SCIM service: GET URL/healthz (default http://SCIM_HOST:SCIM_PORT)",
+    )
+    health.add_argument(
+        "--scim-only", action="store_true", help="check only the SCIM service (its container's health check)"
+    )
     health.set_defaults(handler=_health)
+    scim = commands.add_parser(
+        "scim", help="serve SCIM 2.0 on SCIM_HOST:SCIM_PORT under /scim/v2 (README, SCIM); needs SCIM_TOKENS"
+    )
+    scim.set_defaults(handler=scim_server.command)
     status = commands.add_parser(
         "status", help="queue depth, deferred and running jobs, live workers, recent failures"
     )
@@ -226,15 +248,47 @@ def _failures_table(failures: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _is_bool(annotation: object) -> bool:
+    """A payload field typed `bool` or `bool | None`."""
+    return annotation is bool or (
+        isinstance(annotation, types.UnionType) and bool in typing.get_args(annotation)
+    )
+
+
+def _boolean(text: str) -> bool:
+    """A command-line boolean: true/false, yes/no, 1/0, any letter case."""
+    value = text.strip().lower()
+    if value in {"true", "yes", "1"}:
+        return True
+    if value in {"false", "no", "0"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 async def _health(options: argparse.Namespace) -> int:
     settings = get_settings()
+    scim = None
+    if options.scim is not None or options.scim_only:
+        scim = await check_scim(options.scim or default_url(settings))
+    if options.scim_only:
+        assert scim is not None
+        if options.json:
+            print(json.dumps({"ok": scim.ok, "scim": scim.as_dict()}, sort_keys=True))
+        else:
+            print(f"scim {scim.url}: {scim.detail}")
+            print("healthy" if scim.ok else "UNHEALTHY")
+        return 0 if scim.ok else 1
     redis = await connect_redis(settings)
     try:
         report = await check_health(redis, settings)
     finally:
         await redis.aclose(close_connection_pool=True)
+    ok = report.ok and (scim is None or scim.ok)
     if options.json:
-        print(json.dumps(report.as_dict(), sort_keys=True))
+        data = report.as_dict()
+        if scim is not None:
+            data.update(ok=ok, scim=scim.as_dict())
+        print(json.dumps(data, sort_keys=True))
     else:
         live = ", ".join(
             f"{w['id']} (seen {time.time() - float(w['seen']):.1f} s ago)" for w in report.workers
@@ -243,8 +297,10 @@ async def _health(options: argparse.Namespace) -> int:
             f"queue {settings.queue_name}: {len(report.workers)} live worker(s){': ' + live if live else ''}"
         )
         print(f"database: {report.database}")
-        print("healthy" if report.ok else "UNHEALTHY")
-    return 0 if report.ok else 1
+        if scim is not None:
+            print(f"scim {scim.url}: {scim.detail}")
+        print("healthy" if ok else "UNHEALTHY")
+    return 0 if ok else 1
 
 
 async def _import(options: argparse.Namespace) -> int:
