@@ -7,7 +7,7 @@ Every measurement uses its own database and Redis keys (named after this run) an
 Worker processes run exactly as operators run them (`arq … --burst`); rates are taken from the
 jobs' own start and finish times, so process start-up is not counted.
 
-`--only` runs some groups of rows (noop, ours, pgbouncer, saq, raw, bulk, latency; `--hashes 0`
+`--only` runs some groups of rows (noop, ours, pgbouncer, saq, raw, bulk, latency, scim; `--hashes 0`
 skips the hashing tables), e.g. `python -m bench.run --only bulk --hashes 0`; a ratio whose other
 side was not measured is left out, and `--write` is refused (bench/results.md holds whole runs).
 """
@@ -35,6 +35,7 @@ from saq import Queue
 from sqlalchemy import make_url
 
 from bench import hashing
+from bench import scim as scim_bench
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
 from bench.saq_worker import INSERT_USER
 from tests.support.servers import pgbouncer
@@ -46,6 +47,8 @@ from worker.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.md"
+SCIM_CONCURRENCY = 64
+"""SCIM requests in flight for the creates/s figure (an identity provider's sync runs far fewer)."""
 
 
 @dataclass
@@ -335,7 +338,7 @@ async def _cleanup() -> None:
         await redis.aclose(close_connection_pool=True)
 
 
-GROUPS = ("noop", "ours", "pgbouncer", "saq", "raw", "bulk", "latency")
+GROUPS = ("noop", "ours", "pgbouncer", "saq", "raw", "bulk", "latency", "scim")
 """The groups of rows `--only` chooses from, in the order they run."""
 
 
@@ -407,6 +410,11 @@ async def measure(
             if "latency" in only:
                 async with bench_database("latency") as url:
                     f["p50"], f["p99"], f["rss_latency"] = await latency(url, latency_seconds)
+            if "scim" in only:
+                async with bench_database("scim") as url:
+                    f["scim_rate"] = await scim_bench.creates_per_second(url, jobs, SCIM_CONCURRENCY)
+                async with bench_database("scim_latency") as url:
+                    f["scim_p50"], f["scim_p99"] = await scim_bench.latency(url, latency_seconds)
         finally:
             await redis.aclose(close_connection_pool=True)
     finally:
@@ -483,6 +491,15 @@ def _rows(f: dict[str, float], batch: int, bulk_batches: int) -> list[Row]:
     )
     add("p50", "latency p50 at 100 jobs/s offered", "ms", "", "≤ 5")
     add("p99", "latency p99 at 100 jobs/s offered", "ms", "", "≤ 10")
+    add(
+        "scim_rate",
+        f"SCIM POST /Users → 201, one worker, {SCIM_CONCURRENCY} requests in flight",
+        "requests/s",
+        of("scim_rate", "ours", "provision_user jobs"),
+        "≥ 300",
+    )
+    add("scim_p50", "SCIM POST /Users → 201 latency p50 at 50 requests/s offered", "ms", "", "")
+    add("scim_p99", "SCIM POST /Users → 201 latency p99 at 50 requests/s offered", "ms", "", "≤ 50")
     peaks = [f[name] for name in ("rss_burst", "rss_bulk", "rss_latency") if name in f]
     if peaks:
         rows.append(Row("peak worker RSS", max(peaks), "MB", "", "≤ 150"))

@@ -14,10 +14,16 @@ from worker.settings import Settings
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the async engine; nothing connects until it is first used."""
+def create_engine(settings: Settings, *, reads_only: bool = False) -> AsyncEngine:
+    """Build the async engine; nothing connects until it is first used.
+
+    `reads_only`: for a process that only reads (the SCIM service), each statement runs on its own
+    (AUTOCOMMIT): no BEGIN and ROLLBACK round trips around a single SELECT, and a pre-ping of one.
+    """
+    each_statement: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if reads_only else {}
     return create_async_engine(
         settings.database_url.get_secret_value(),
+        **each_statement,
         echo=settings.sql_echo,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,

@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, client_factory: ClientFactory | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings)
+        engine = create_engine(settings, reads_only=True)  # it writes only through jobs
         try:
             async with open_client(settings) as client:
                 app.state.service = ScimService(settings, engine, create_session_factory(engine), client)

@@ -24,3 +24,18 @@ async def test_a_direct_connection_runs_generic_plans_and_a_pooled_one_sets_noth
             assert (await connection.execute(SHOW)).scalar_one() == mode
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize(("reads_only", "own_transactions"), [(True, True), (False, False)])
+async def test_a_reads_only_engine_runs_each_statement_on_its_own(
+    database_url: str, reads_only: bool, own_transactions: bool
+) -> None:
+    """The SCIM service's engine: no BEGIN/ROLLBACK around its single-statement reads."""
+    engine = create_engine(make_settings(database_url), reads_only=reads_only)
+    try:
+        async with engine.connect() as connection:
+            first = (await connection.execute(text("SELECT txid_current()"))).scalar_one()
+            second = (await connection.execute(text("SELECT txid_current()"))).scalar_one()
+        assert (first != second) is own_transactions
+    finally:
+        await engine.dispose()
