@@ -156,3 +156,17 @@ def test_history_shows_every_outcome_and_erase_removes_the_person(
     assert erased.returncode == 0, erased.stderr
     assert json.loads(erased.stdout) == {"email": email, "stamp_rows": 1, "audit_rows": 4, "failed_jobs": 0}
     assert json.loads(run_module("worker", "history", email, "--json", env=env).stdout) == []
+
+
+@pytest.mark.usefixtures("committing_sessions")
+def test_enqueue_update_user_takes_true_and_false(
+    settings: Settings, worker_process: subprocess.Popen[bytes]
+) -> None:
+    """`--active false` reaches the job as JSON false (deactivates), `--active true` reactivates."""
+    created = _cli(settings, "provision_user", "--email", "flip@example.com", "--role", "viewer", "--wait")
+    assert created.returncode == 0, created.stderr
+    for flag, active in (("false", False), ("TRUE", True)):
+        done = _cli(settings, "update_user", "--email", "flip@example.com", "--active", flag, "--wait")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (result["status"], result["is_active"], result["role"]) == ("updated", active, "viewer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from tests.support.settings import make_settings
 from worker.db.session import create_engine
@@ -31,7 +32,14 @@ async def test_a_reads_only_engine_runs_each_statement_on_its_own(
     database_url: str, reads_only: bool, own_transactions: bool
 ) -> None:
     """The SCIM service's engine: no BEGIN/ROLLBACK around its single-statement reads."""
-    engine = create_engine(make_settings(database_url), reads_only=reads_only)
+    settings = make_settings(database_url)
+    engine = create_engine(settings, reads_only=reads_only)
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, AsyncAdaptedQueuePool)
+    if reads_only:  # keeps every connection it opens
+        assert (pool.size(), pool._max_overflow) == (settings.db_pool_size + settings.db_max_overflow, 0)
+    else:
+        assert (pool.size(), pool._max_overflow) == (settings.db_pool_size, settings.db_max_overflow)
     try:
         async with engine.connect() as connection:
             first = (await connection.execute(text("SELECT txid_current()"))).scalar_one()
