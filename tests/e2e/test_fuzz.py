@@ -220,7 +220,8 @@ EXPECTED: dict[str, str | tuple[str, ...]] = {
     "email type": "invalid payload: email",
     "role": "invalid payload: role",
     "hash": "invalid payload: password_hash",
-    "missing": "Field required",
+    # update_user's only required field is the email; without its one optional field it names none
+    "missing": ("Field required", "name at least one field to change"),
     "extra": "Extra inputs are not permitted",
     "positional": "takes keyword arguments only",
     "function": "not found",
