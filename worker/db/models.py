@@ -94,8 +94,12 @@ class UserState(Base):
     key_version: Mapped[int] = mapped_column(SmallInteger)
     # A random token of the unit of work that inserted the row: its merge knows the row is new.
     inserted_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    # The role field while the person has no `users` row (a set_user_role intent); NULL otherwise.
+    # The fields while the person has no `users` row (a set_user_role intent, or the values of an
+    # update newer than the delete that removed the row); NULL while the person has one.
     role: Mapped[Role | None] = _role(nullable=True)
+    is_active: Mapped[bool | None]
+    hashed_password: Mapped[str | None] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX_LENGTH))
     provisioned_as_of: Mapped[int] = _as_of()
     provisioned_job_id: Mapped[str] = _job_id()
     role_as_of: Mapped[int] = _as_of()

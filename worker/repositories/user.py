@@ -120,22 +120,30 @@ _MERGE = f"""
                s.inserted_by = CAST(:token AS uuid)
                  OR (u.id IS NULL AND s.provisioned_as_of = 0 AND s.role_as_of = 0 AND s.active_as_of = 0
                      AND s.password_as_of = 0 AND s.external_id_as_of = 0) AS blank,
-               s.role AS s_role, s.pending_since AS s_pending, s.intent_reported AS s_reported,
+               s.role AS s_role, s.is_active AS s_active, s.hashed_password AS s_hash,
+               s.external_id AS s_external_id,
+               s.pending_since AS s_pending, s.intent_reported AS s_reported,
                s.provisioned_as_of AS s_p_as_of, s.provisioned_job_id AS s_p_job_id,
                s.role_as_of AS s_r_as_of, s.role_job_id AS s_r_job_id,
                s.active_as_of AS s_a_as_of, s.active_job_id AS s_a_job_id,
                s.password_as_of AS s_h_as_of, s.password_job_id AS s_h_job_id,
                s.external_id_as_of AS s_x_as_of, s.external_id_job_id AS s_x_job_id,
                u.id AS old_id, u.email AS old_email, u.role AS u_role, u.is_active AS u_active,
-               u.hashed_password AS old_hash, u.external_id AS old_external_id
+               u.hashed_password AS row_hash, u.external_id AS u_external_id
         FROM cmd c
         JOIN user_states s ON s.key = c.key
         LEFT JOIN users u ON u.key = c.key
     ),
     cur AS {{materialized}}(
         SELECT l.*, l.old_id IS NOT NULL AS was_provisioned,
+               -- each field as it stands: the users row's, else (no row) the state row's
                CASE WHEN l.blank THEN NULL ELSE coalesce(l.u_role, l.s_role) END AS old_role,
-               coalesce(l.u_active, false) AS old_active,
+               CASE WHEN l.old_id IS NOT NULL THEN l.u_active WHEN l.blank THEN false
+                    ELSE coalesce(l.s_active, false) END AS old_active,
+               CASE WHEN l.old_id IS NOT NULL THEN l.row_hash WHEN l.blank THEN NULL
+                    ELSE l.s_hash END AS old_hash,
+               CASE WHEN l.old_id IS NOT NULL THEN l.u_external_id WHEN l.blank THEN NULL
+                    ELSE l.s_external_id END AS old_external_id,
                CASE WHEN l.blank THEN NULL ELSE l.s_pending END AS old_pending,
                NOT l.blank AND l.s_reported AS old_reported, e.as_of IS NOT NULL AS unerased,
                CASE WHEN l.blank THEN coalesce(e.as_of, 0) ELSE l.s_p_as_of END AS p_as_of,
@@ -220,6 +228,9 @@ _MERGE = f"""
     state AS (
         UPDATE user_states s
         SET role = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_role END,
+            is_active = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_active END,
+            hashed_password = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_hash END,
+            external_id = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_external_id END,
             provisioned_as_of = CASE WHEN n.w_p THEN n.as_of ELSE n.p_as_of END,
             provisioned_job_id = CASE WHEN n.w_p THEN n.job_id ELSE n.p_job_id END,
             role_as_of = CASE WHEN n.w_r THEN n.as_of ELSE n.r_as_of END,
@@ -270,7 +281,7 @@ _MERGE = f"""
                CASE WHEN o.new_provisioned THEN o.new_role END,
                CASE WHEN o.was_provisioned THEN o.old_active END,
                CASE WHEN o.new_provisioned THEN o.new_active END,
-               o.new_hash IS DISTINCT FROM o.old_hash
+               o.new_hash IS DISTINCT FROM o.row_hash
         FROM outcome o
         -- An update_user that waits for its user is tried again under its job id, and one that
         -- changed nothing (an identity provider re-sending full state) is no event.

@@ -18,6 +18,7 @@ from worker.repositories.user import Applied, UserCommand, UserRepository
 RETENTION = 30 * 24 * 3600
 T0 = now_micros()
 EMAIL = "upd@example.com"
+_HASH = hash_password("correct horse battery")
 
 
 @pytest.fixture
@@ -189,3 +190,38 @@ async def test_an_external_id_keeps_its_letter_case(users: UserRepository, db_se
     (applied,) = await _apply(users, update(2, external_id="00uabc"))
     assert applied.status == "updated"  # case-exact: another id
     assert await _row(db_session) == ("member", True, "00uabc", None)
+
+
+@pytest.mark.parametrize("order", list(permutations(range(4))))
+@pytest.mark.parametrize("reprovision_at", [25, 40])
+async def test_an_update_newer_than_a_delete_survives_it_in_any_run_order(
+    users: UserRepository, db_session: AsyncSession, order: Sequence[int], reprovision_at: int
+) -> None:
+    """The update's fields outlive the users row an older delete removes (the state row keeps them),
+    so a later provision brings them back as if the commands had run in stamp order."""
+    password_hash = _HASH
+    commands = [
+        provision(10, "viewer"),
+        update(30, active=True, external_id="X", password_hash=password_hash),
+        _command("delete_user", 20),
+        provision(reprovision_at, "member"),
+    ]
+    ran = await _apply(users, *(commands[i] for i in order))
+    again = [commands[i] for i, applied in zip(order, ran, strict=True) if applied.status == "waiting"]
+    await _apply(users, *again)
+    assert await _row(db_session) == ("member", True, "X", password_hash)
+
+
+async def test_a_delete_newer_than_the_update_resets_its_fields(
+    users: UserRepository, db_session: AsyncSession
+) -> None:
+    await _apply(
+        users, provision(10), update(20, external_id="X", password_hash=_HASH), _command("delete_user", 30)
+    )
+    state = await db_session.execute(
+        text("SELECT is_active, hashed_password, external_id FROM user_states WHERE key = :key"),
+        {"key": identity_key(EMAIL)},
+    )
+    assert tuple(state.one()) == (False, None, None)
+    await _apply(users, provision(40))
+    assert await _row(db_session) == ("member", True, None, None)
