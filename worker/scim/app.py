@@ -4,9 +4,11 @@ builds the database engine and a `ProvisioningClient` on its own Redis pool (not
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TypeVar
 
+from scim2_models import ResourceType, Schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -92,10 +94,10 @@ async def _resource_types(request: Request) -> Response:
 
 
 async def _resource_type(request: Request) -> Response:
-    for item in discovery.resource_types(str(request.base_url)):
-        if item.id == request.path_params["name"]:
-            return scim_response(discovery.one(item))
-    raise ScimError(404, "no such resource type: this service serves User")
+    found = _with_id(discovery.resource_types(str(request.base_url)), request.path_params["name"])
+    if found is None:
+        raise ScimError(404, "no such resource type: this service serves User")
+    return scim_response(discovery.one(found))
 
 
 async def _schemas(request: Request) -> Response:
@@ -103,10 +105,18 @@ async def _schemas(request: Request) -> Response:
 
 
 async def _schema(request: Request) -> Response:
-    for item in discovery.schemas(str(request.base_url)):
-        if item.id == request.path_params["schema_id"]:
-            return scim_response(discovery.one(item))
-    raise ScimError(404, "no such schema")
+    found = _with_id(discovery.schemas(str(request.base_url)), request.path_params["schema_id"])
+    if found is None:
+        raise ScimError(404, "no such schema")
+    return scim_response(discovery.one(found))
+
+
+ItemT = TypeVar("ItemT", ResourceType, Schema)
+
+
+def _with_id(items: Sequence[ItemT], wanted: str) -> ItemT | None:
+    """The discovery document whose `id` is `wanted`, if any."""
+    return next((item for item in items if item.id == wanted), None)
 
 
 async def _not_implemented(request: Request) -> Response:
