@@ -281,7 +281,8 @@ _MERGE = f"""
                CASE WHEN o.new_provisioned THEN o.new_role END,
                CASE WHEN o.was_provisioned THEN o.old_active END,
                CASE WHEN o.new_provisioned THEN o.new_active END,
-               o.new_hash IS DISTINCT FROM o.row_hash
+               -- the users row's hash before and after (a state row's kept hash is no password change)
+               CASE WHEN o.new_provisioned THEN o.new_hash END IS DISTINCT FROM o.row_hash
         FROM outcome o
         -- An update_user that waits for its user is tried again under its job id, and one that
         -- changed nothing (an identity provider re-sending full state) is no event.

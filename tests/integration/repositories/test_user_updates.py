@@ -225,3 +225,18 @@ async def test_a_delete_newer_than_the_update_resets_its_fields(
     assert tuple(state.one()) == (False, None, None)
     await _apply(users, provision(40))
     assert await _row(db_session) == ("member", True, None, None)
+
+
+async def test_a_hash_kept_by_the_state_row_is_no_password_change_in_the_audit_trail(
+    users: UserRepository, db_session: AsyncSession
+) -> None:
+    await _apply(users, provision(10), update(30, password_hash=_HASH), _command("delete_user", 20))
+    await _apply(users, _command("set_user_role", 40, role="admin"))  # still no user: pending
+    changed = await db_session.execute(
+        text("SELECT function, status, password_changed FROM user_changes WHERE function <> 'provision_user'")
+    )
+    assert sorted(tuple(row) for row in changed) == [
+        ("delete_user", "deleted", True),  # the users row, and its hash, went
+        ("set_user_role", "pending", False),
+        ("update_user", "updated", True),
+    ]
