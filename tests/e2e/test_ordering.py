@@ -20,12 +20,20 @@ What the examples hold:
   (refused: the job fails with StampRefused, or a batch rejects the entry, and nothing changes),
   and in some phases the test waits until the edge stamps have left the window before the purge;
 - single-user jobs and `provision_users` batches of several people, entries with their own
-  `as_of`; password hashes, and passwords sent sealed (the stored hash must verify them).
+  `as_of`; password hashes, and passwords sent sealed (the stored hash must verify them);
+  external ids;
+- `update_user` (about one job in eight) with a random non-empty subset of role, active, external
+  id and password (hash or sealed), mostly for people the example provisions somewhere: one that
+  runs before its user's provision waits (NotProvisionedYet) and is tried again until it lands;
+  one whose person has no user when the phase settles gives up (GaveUp), a failed job that must
+  have changed nothing, and the model leaves it out.
 
-After each phase, the whole `users` table must equal the model's live users (no extra row), each
+After each phase, the whole `users` table (external ids too) must equal the model's live users
+(no extra row), each
 job's result must say what the model says (refused or not, a batch's rejected entries), and the
 audit trail must match (`tests.support.ordering_model.audit_problems`): one row per accepted
-command and none for a refused one, each row consistent with its status and command, the rows of
+command and none for a refused one (an update_user: one unless it ended unchanged or gave up),
+each row consistent with its status and command, the rows of
 a person chaining from no user to the user as it is. After the housekeeping, the reported intents
 must be the person's newest set_user_role while it has no user, `erase` must remove exactly the
 state row and audit rows the model predicts, and `user_states` / `erased_stamps` must hold exactly
@@ -48,7 +56,7 @@ import unicodedata
 import urllib.request
 from collections import Counter
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.ids import RUN_ID, new_id
 from tests.support.ordering_model import (
     FUNCTIONS,
+    PROVISIONS,
     WITH_ROLE,
     AuditRow,
     Command,
@@ -100,6 +109,7 @@ T = TypeVar("T")
 ROLES = ("admin", "member", "viewer")
 PASSWORDS = ("first of two", "second of two")
 HASHES = tuple(hash_password(password) for password in PASSWORDS)
+EXTERNAL_IDS = ("00u-a", "00U-A", "00u-b")  # compared case-exact: three ids
 
 # The people: each a tuple of spellings of one identity; no two share an identity key.
 POOL: tuple[tuple[str, ...], ...] = (
@@ -217,8 +227,11 @@ def rig(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     options = {
         "max_jobs": 200,
         "poll_delay": 0.005,
-        "retry_base_delay": 0.05,
-        "retry_max_delay": 0.2,
+        # an update_user waiting for its user tries again every 10-100 ms, for ~0.4 s (max_tries);
+        # one whose person gets no user holds its phase up that long before it gives up
+        "retry_base_delay": 0.02,
+        "retry_max_delay": 0.1,
+        "max_tries": 8,
         "db_pool_size": 10,
         "group_commit": True,
         "seal_keys": seal_key,
@@ -272,6 +285,8 @@ class EntryDraw:
     role: str | None
     password: tuple[str, int] | None  # ("hash" | "sealed", which)
     stamp: StampDraw | None  # a batch entry's own as_of
+    active: bool | None = None  # update_user's
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,16 +315,34 @@ def _stamps(aged: bool) -> st.SearchStrategy[StampDraw]:
     return st.builds(StampDraw, st.sampled_from(kinds), st.integers(0, 63), st.sampled_from((0, 0, 1)))
 
 
+SINGLE_PASSWORDS = (None, None, ("hash", 0), ("hash", 1), ("sealed", 0), ("sealed", 1))
+
+
 @st.composite
 def _entries(draw: st.DrawFn, person: int, function: str, aged: bool) -> EntryDraw:
+    spelling = draw(st.integers(0, 2))
+    if function == "update_user":  # a non-empty subset of the fields it may name
+        names = draw(st.sampled_from(range(1, 16)))
+        return EntryDraw(
+            person,
+            spelling,
+            role=draw(st.sampled_from(ROLES)) if names & 1 else None,
+            password=draw(st.sampled_from(SINGLE_PASSWORDS[2:])) if names & 2 else None,
+            stamp=None,
+            active=draw(st.booleans()) if names & 4 else None,
+            external_id=draw(st.sampled_from(EXTERNAL_IDS)) if names & 8 else None,
+        )
     role = draw(st.sampled_from(ROLES)) if function in WITH_ROLE else None
     password: tuple[str, int] | None = None
     if function == "provision_user":
-        password = draw(st.sampled_from((None, None, ("hash", 0), ("hash", 1), ("sealed", 0), ("sealed", 1))))
+        password = draw(st.sampled_from(SINGLE_PASSWORDS))
     elif function == "provision_users":
         password = draw(st.sampled_from((None, ("hash", 0), ("hash", 1))))
     own = draw(st.one_of(st.none(), _stamps(aged))) if function == "provision_users" else None
-    return EntryDraw(person, draw(st.integers(0, 2)), role, password, own)
+    external_id = None
+    if function in PROVISIONS:
+        external_id = draw(st.sampled_from((None, None, None, *EXTERNAL_IDS)))
+    return EntryDraw(person, spelling, role, password, own, external_id=external_id)
 
 
 @st.composite
@@ -333,10 +366,18 @@ def examples(draw: st.DrawFn) -> tuple[PhaseDraw, ...]:
     count = draw(st.integers(1, 3))
     aged_phase = draw(st.integers(0, count - 1)) if draw(st.integers(0, 4)) == 4 else None
     phases = []
+    provisioned: set[int] = set()
     for phase in range(count):
         aged = phase == aged_phase
         size = draw(st.integers(1, 40))
         jobs = draw(st.lists(_jobs(people, aged), min_size=size, max_size=size))
+        # Updates mostly for people the example provisions (in this phase or an earlier one): one
+        # whose person has no user when the phase settles gives up, after ~1 s of tries.
+        provisioned |= {entry.person for job in jobs if job.function in PROVISIONS for entry in job.entries}
+        for position, job in enumerate(jobs):
+            if job.function == "update_user" and provisioned and draw(st.integers(0, 7)):
+                moved = replace(job.entries[0], person=draw(st.sampled_from(sorted(provisioned))))
+                jobs[position] = replace(job, entries=(moved,))
         named = sorted({entry.person for job in jobs for entry in job.entries})  # people with a history
         erase = draw(st.lists(st.tuples(st.sampled_from(named), st.integers(0, 2)), max_size=3))
         phases.append(
@@ -419,6 +460,8 @@ def _build(draw: JobDraw, job_id: str, timeline: Timeline, seal_key: str) -> Job
             if entry.password is not None:
                 password = Password(hash=HASHES[entry.password[1]])
                 user["password_hash"] = password.hash
+            if entry.external_id is not None:
+                user["external_id"] = entry.external_id
             entry_as_of, entry_refused = as_of, refused
             if entry.stamp is not None:
                 entry_as_of, entry_refused = timeline.resolve(entry.stamp)
@@ -426,7 +469,14 @@ def _build(draw: JobDraw, job_id: str, timeline: Timeline, seal_key: str) -> Job
             users.append(user)
             commands.append(
                 Command(
-                    draw.function, email, entry_as_of, job_id, entry.role, password, refused or entry_refused
+                    draw.function,
+                    email,
+                    entry_as_of,
+                    job_id,
+                    entry.role,
+                    password,
+                    refused or entry_refused,
+                    external_id=entry.external_id,
                 )
             )
         kwargs: dict[str, object] = {"users": users, "as_of": as_of}
@@ -444,6 +494,8 @@ def _build(draw: JobDraw, job_id: str, timeline: Timeline, seal_key: str) -> Job
             entry.role,
             password,
             refused,
+            active=entry.active,
+            external_id=entry.external_id,
         )
         commands.append(command)
         kwargs = command.arguments()
@@ -488,9 +540,13 @@ async def _cut(rig: Rig) -> None:
     await rig.proxy.start()
 
 
-async def _run_phase(rig: Rig, jobs: list[Job], phase: PhaseDraw) -> dict[str, dict[str, Any]]:
-    """Send the phase's jobs, cut the connections if drawn, re-deliver some; every job's result."""
+async def _run_phase(
+    rig: Rig, jobs: list[Job], phase: PhaseDraw
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Send the phase's jobs, cut the connections if drawn, re-deliver some; every job's result, and
+    the first result of each re-delivered one."""
     raw = await _send(rig, [jobs[i] for i in phase.order])
+    first: dict[str, dict[str, Any]] = {}
     if phase.cut:
         await _cut(rig)
     pending_redelivery = {jobs[i].job_id for i in phase.redelivered}
@@ -502,9 +558,9 @@ async def _run_phase(rig: Rig, jobs: list[Job], phase: PhaseDraw) -> dict[str, d
         for job_id in [j for j in pending_redelivery if j in results]:
             pending_redelivery.discard(job_id)
             await _redeliver(rig, job_id, raw[job_id])
-            del results[job_id]
+            first[job_id] = results.pop(job_id)
         if len(results) == len(raw) and not pending_redelivery:
-            return results
+            return results, first
         assert time.monotonic() < deadline, f"jobs never finished: {sorted(set(raw) - set(results))}"
         await asyncio.sleep(0.01)
 
@@ -519,9 +575,13 @@ async def _truncate(engine: AsyncEngine) -> None:
 
 async def _users(engine: AsyncEngine) -> dict[str, UserRow]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT key, id, email, role, is_active, hashed_password FROM users"))
+        rows = await conn.execute(
+            text("SELECT key, id, email, role, is_active, hashed_password, external_id FROM users")
+        )
         return {
-            row.key: UserRow(row.key, row.id, row.email, str(row.role), row.is_active, row.hashed_password)
+            row.key: UserRow(
+                row.key, row.id, row.email, str(row.role), row.is_active, row.hashed_password, row.external_id
+            )
             for row in rows
         }
 
@@ -565,12 +625,26 @@ async def _states(engine: AsyncEngine) -> tuple[dict[str, Stamp], int]:
                 text(
                     "SELECT key, provisioned_as_of, provisioned_job_id, role_as_of, role_job_id, "
                     "active_as_of, active_job_id, password_as_of, password_job_id, "
+                    "external_id_as_of, external_id_job_id, "
                     "pending_since IS NOT NULL AND NOT intent_reported AS unreported FROM user_states"
                 )
             )
         ).all()
-    stamps = {row.key: max((row[i], row[i + 1]) for i in (1, 3, 5, 7)) for row in rows}
+    stamps = {row.key: max((row[i], row[i + 1]) for i in (1, 3, 5, 7, 9)) for row in rows}
     return stamps, sum(1 for row in rows if row.unreported)
+
+
+async def _field_stamps(engine: AsyncEngine) -> dict[str, set[Stamp]]:
+    """The stamps of each state row's fields, by key."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT key, provisioned_as_of, provisioned_job_id, role_as_of, role_job_id, active_as_of, "
+                "active_job_id, password_as_of, password_job_id, external_id_as_of, external_id_job_id "
+                "FROM user_states"
+            )
+        )
+        return {row.key: {(row[i], row[i + 1]) for i in (1, 3, 5, 7, 9)} for row in rows}
 
 
 async def _erased(engine: AsyncEngine) -> dict[bytes, Stamp]:
@@ -601,7 +675,7 @@ def _result_problems(
                 problems.append(f"{label}: expected StampRefused, got {succeeded} {value!r}")
             continue
         if succeeded is not True:
-            if not (lenient and refused):
+            if not ((lenient and refused) or gave_up(job, result)):  # the model checks who gave up
                 problems.append(f"{label}: failed: {value!r}")
             continue
         counted = not again and int(result["t"]) == 1  # its one run is what the audit recorded
@@ -615,10 +689,24 @@ def _result_problems(
                 reported = {s: int(value[s]) for s in ("created", "updated", "unchanged", "superseded")}
                 if {s: n for s, n in reported.items() if n} != dict(audited):
                     problems.append(f"{label}: result counts {reported}, audit statuses {dict(audited)}")
-        elif counted and value.get("status") != statuses.get((job.commands[0].key, job.job_id)):
+        elif counted:
             status = statuses.get((job.commands[0].key, job.job_id))
-            problems.append(f"{label}: result status {value.get('status')}, audit status {status}")
+            # an update_user that ended unchanged writes no audit row
+            silent = job.function == "update_user" and value.get("status") == "unchanged"
+            if (None if silent else value.get("status")) != status:
+                problems.append(f"{label}: result status {value.get('status')}, audit status {status}")
     return problems
+
+
+def gave_up(job: Job, result: dict[str, Any]) -> bool:
+    """An update_user that ran out of tries waiting for its user (GaveUp): it changed nothing."""
+    value = result["r"]
+    return (
+        job.function == "update_user"
+        and result["s"] is False
+        and isinstance(value, JobFailed)
+        and value.error_type == "GaveUp"
+    )
 
 
 def _user_problems(people: People, actual: dict[str, UserRow]) -> list[str]:
@@ -629,20 +717,24 @@ def _user_problems(people: People, actual: dict[str, UserRow]) -> list[str]:
         want, row = expected.get(key), actual.get(key)
         if want is None or row is None:
             problems.append(f"{key}: expected {want or 'no user'}, database has {row or 'no user'}")
-        elif (row.email, row.role, row.is_active) != (
+        elif (row.email, row.role, row.is_active, row.external_id) != (
             want.email,
             want.role,
             want.is_active,
+            want.external_id,
         ) or not password_matches(want.password, row.hashed_password):
             stored = "no password" if row.hashed_password is None else f"hash …{row.hashed_password[-6:]}"
+            external = f" external id {row.external_id!r}" if row.external_id is not None else ""
             problems.append(
                 f"{key}: expected {want}, database has {row.email} {row.role} {row.is_active} {stored}"
+                f"{external}"
             )
     return problems
 
 
-def _describe(sent: list[tuple[list[Job], PhaseDraw]], t0: int) -> str:
-    """Every phase's commands in the order they were queued (as_of relative to the example's start)."""
+def _describe(sent: list[tuple[list[Job], PhaseDraw]], t0: int, outcomes: dict[str, str]) -> str:
+    """Every phase's commands in the order they were queued (as_of relative to the example's start),
+    with each job's outcome (its result's status or error, and its try)."""
     lines = [f"as_of relative to t0 ({t0} µs); RETENTION {RETENTION} s"]
     for number, (jobs, phase) in enumerate(sent):
         erase = ", ".join(_spelled(*e) for e in phase.erase)
@@ -654,10 +746,13 @@ def _describe(sent: list[tuple[list[Job], PhaseDraw]], t0: int) -> str:
             for c in jobs[index].commands:
                 role = f", {c.role}" if c.role else ""
                 password = f", {c.password}" if c.password else ""
+                active = f", active={c.active}" if c.active is not None else ""
+                external = f", external_id={c.external_id!r}" if c.external_id is not None else ""
                 refused = " REFUSED" if c.refused else ""
+                outcome = f" → {outcomes[jobs[index].job_id]}" if jobs[index].job_id in outcomes else ""
                 lines.append(
-                    f"  [{index}] {c.function}({c.email!r}{role}{password}) as_of=t0{c.as_of - t0:+d}µs "
-                    f"job …{c.job_id.rsplit('-', 1)[-1]}{refused}"
+                    f"  [{index}] {c.function}({c.email!r}{role}{password}{active}{external}) "
+                    f"as_of=t0{c.as_of - t0:+d}µs job …{c.job_id.rsplit('-', 1)[-1]}{refused}{outcome}"
                 )
     return "\n".join(lines)
 
@@ -734,11 +829,44 @@ async def _maintain(rig: Rig, people: People, phase: PhaseDraw, sent_at: int) ->
     return problems
 
 
+def _gave_up_problems(people: People, jobs: list[Job], results: dict[str, dict[str, Any]]) -> list[str]:
+    """An update_user may give up only for want of a user: none may be there once the phase settled,
+    unless a command for its person finished only after the update's last try began (it ran out
+    of tries first: tallied, a sign that the workers' MAX_TRIES is too small for the test)."""
+    problems = []
+    for job in jobs:
+        result = results[job.job_id]
+        if not gave_up(job, result):
+            continue
+        (command,) = job.commands
+        if people.user(command.key) is None:
+            continue
+        later = [
+            other.job_id
+            for other in jobs
+            if other is not job
+            and command.key in {c.key for c in other.commands}
+            and int(results[other.job_id]["ft"]) >= int(result["st"])
+        ]
+        if later:
+            TALLY["updates that gave up before their user came"] += 1
+        else:
+            problems.append(f"job {job.job_id} update_user gave up, yet its user exists: {result['r']!r}")
+    return problems
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    value = result["r"]
+    what = value.get("status", "counts") if result["s"] is True else getattr(value, "error_type", repr(value))
+    return f"{what} (try {result['t']})"
+
+
 async def _run_example(rig: Rig, phases: tuple[PhaseDraw, ...], number: int) -> None:
     await _truncate(rig.engine)  # the workers are idle: the previous example's jobs all finished
     people = People()
     timeline = Timeline(t0=now_micros())
     sent: list[tuple[list[Job], PhaseDraw]] = []
+    outcomes: dict[str, str] = {}  # each job's result, for the description of a failing example
     ids: dict[str, int] = {}  # the user ids at the end of the previous phase
     for index, phase in enumerate(phases):
         timeline.now = now_micros()
@@ -748,13 +876,35 @@ async def _run_example(rig: Rig, phases: tuple[PhaseDraw, ...], number: int) -> 
             for position, draw in enumerate(phase.jobs)
         ]
         sent.append((jobs, phase))
-        results = await _run_phase(rig, jobs, phase)
+        results, first = await _run_phase(rig, jobs, phase)
+        outcomes.update((job_id, _outcome(result)) for job_id, result in results.items())
+        outcomes.update((job_id, f"{_outcome(r)}, again → {outcomes[job_id]}") for job_id, r in first.items())
+        users, audit = await _users(rig.engine), await _audit(rig.engine)
+        audited = {(row.key, row.job_id) for row in audit}
+        # An update that gave up changed nothing, unless an earlier run applied it: a re-delivered
+        # one's first run, or a try whose commit went through while its connection was cut. Such a
+        # run left its stamp on a field (or an audit row); one whose every field newer commands
+        # hold since is moot.
+        stamps = await _field_stamps(rig.engine)
+        gave_up_jobs = [
+            job
+            for job in jobs
+            if gave_up(job, results[job.job_id])
+            and (job.job_id not in first or gave_up(job, first[job.job_id]))
+            and (job.commands[0].key, job.job_id) not in audited
+            and job.commands[0].stamp not in stamps.get(job.commands[0].key, set())
+        ]
+        gave_up_ids = {job.job_id for job in gave_up_jobs}
         for job in jobs:
             for command in job.commands:
-                people.record(command)
+                people.record(
+                    command,
+                    gave_up=job.job_id in gave_up_ids,
+                    audited=command.function != "update_user" or (command.key, job.job_id) in audited,
+                )
 
-        users, audit = await _users(rig.engine), await _audit(rig.engine)
         problems = _result_problems(jobs, results, phase, audit)
+        problems += _gave_up_problems(people, jobs, results)
         problems += _user_problems(people, users)
         problems += audit_problems(audit, people.audit_commands(), users)
         deleting = {
@@ -763,11 +913,11 @@ async def _run_example(rig: Rig, phases: tuple[PhaseDraw, ...], number: int) -> 
         for key, row in users.items():
             if key in ids and key not in deleting and ids[key] != row.id:
                 problems.append(f"{key}: user id {ids[key]} became {row.id} with no delete in between")
-        assert not problems, "\n".join([*problems, _describe(sent, timeline.t0)])
+        assert not problems, "\n".join([*problems, _describe(sent, timeline.t0, outcomes)])
         ids = {key: row.id for key, row in users.items()}
 
         problems = await _maintain(rig, people, phase, timeline.now)
-        assert not problems, "\n".join([*problems, _describe(sent, timeline.t0)])
+        assert not problems, "\n".join([*problems, _describe(sent, timeline.t0, outcomes)])
 
         TALLY["phases"] += 1
         TALLY["aged phases"] += phase.aged
@@ -779,6 +929,18 @@ async def _run_example(rig: Rig, phases: tuple[PhaseDraw, ...], number: int) -> 
         TALLY["redelivered"] += len(phase.redelivered)
         TALLY["retried"] += sum(1 for r in results.values() if int(r["t"]) > 1)
         TALLY["cuts"] += phase.cut
+        for job in jobs:
+            if job.function == "update_user" and not job.refused:
+                result = results[job.job_id]
+                TALLY["updates"] += 1
+                TALLY["updates gave up"] += gave_up(job, result)
+                if result["s"] is True and int(result["t"]) > 1:
+                    TALLY["updates applied after a retry"] += 1
+                    TALLY["most tries an update applied on"] = max(
+                        TALLY["most tries an update applied on"], int(result["t"])
+                    )
+                TALLY["updates unchanged"] += result["s"] is True and result["r"].get("status") == "unchanged"
+        TALLY["phases where an update gave up"] += bool(gave_up_jobs)
     for events in people.events.values():
         as_ofs = Counter(e.as_of for e in events if isinstance(e, Command))
         TALLY["equal as_of"] += sum(n - 1 for n in as_ofs.values())
@@ -853,7 +1015,17 @@ def test_the_property_run_covered_every_case_without_a_deadlock() -> None:
         "intents expired",
     ):
         assert TALLY[case] > 0, f"no example covered {case}"
-    for case in ("equal as_of", "sealed", "batches", "erasures as deletes", "behind erasure"):
+    for case in (
+        "equal as_of",
+        "sealed",
+        "batches",
+        "erasures as deletes",
+        "behind erasure",
+        "updates",
+        "updates applied after a retry",
+        "updates gave up",
+        "updates unchanged",
+    ):
         assert TALLY[case] > 0, f"no example covered {case}"
     assert TALLY["workers with groups of several"] == 2, "a worker never wrote a group of several jobs"
     assert unlabelled == 0, "retry log lines without a boolean deadlock field"

@@ -6,6 +6,14 @@ never by spelling; a user's email is spelled as the newest provision applied sen
 `normalize_email` returns it). Stamps `(as_of, job id)` compare as Python tuples: job ids are
 ASCII, so `str` order is the byte order (COLLATE "C") the merge breaks ties by.
 
+Each field (role, active, password, external id) ends as the newest command naming it says, among
+the commands newer than the person's last delete (or erasure); the person has a user while the
+newest provision / delete / erasure is a provision, spelled as that provision sent it. For the
+first four functions that is what applying them one by one does; `update_user` names only the
+fields it carries, and one that finds no user in stamp order is held: its fields apply at the next
+provision (as its job, retried until the provision lands, does). An update that gave up (no user
+ever came while it tried) is a failed job: `People.record` leaves it out.
+
 The model knows nothing of per-field stamps, tombstones or intents. It knows which commands the
 window refused (they change nothing), and what `erase` does: a delete placed at the newest stamp
 any of the person's accepted commands had so far, so that a later command older than (or equal
@@ -24,12 +32,21 @@ from functools import cached_property
 from worker.jobs.emails import email_key, normalize_email
 from worker.passwords.policy import verify_password
 
-FUNCTIONS = ("provision_user", "set_user_role", "deactivate_user", "delete_user", "provision_users")
+FUNCTIONS = (
+    "provision_user",
+    "set_user_role",
+    "deactivate_user",
+    "delete_user",
+    "provision_users",
+    "update_user",
+)
 PROVISIONS = frozenset({"provision_user", "provision_users"})
 WITH_ROLE = frozenset({"provision_user", "provision_users", "set_user_role"})
 
 Stamp = tuple[int, str]
 """(as_of µs, job id): where a command stands among a person's commands."""
+ZERO: Stamp = (0, "")
+"""The stamps of a state row no command wrote (an update_user that found no user creates one)."""
 
 # What each function's audit rows may say (see the merge's CASE in worker/repositories/user.py).
 STATUSES: dict[str, frozenset[str]] = {
@@ -38,6 +55,8 @@ STATUSES: dict[str, frozenset[str]] = {
     "set_user_role": frozenset({"updated", "unchanged", "superseded", "pending"}),
     "deactivate_user": frozenset({"updated", "unchanged", "superseded", "absent"}),
     "delete_user": frozenset({"deleted", "updated", "unchanged", "superseded", "absent"}),
+    # an update_user that ends unchanged (or waiting, or gives up) writes no audit row
+    "update_user": frozenset({"updated", "superseded"}),
 }
 
 _VERIFIED: dict[tuple[str, str], bool] = {}
@@ -87,6 +106,15 @@ class Command:
     role: str | None = None
     password: Password | None = None
     refused: bool = False  # outside the window when it ran: it must change nothing
+    active: bool | None = None  # update_user's `active`
+    external_id: str | None = None
+
+    @property
+    def names_role(self) -> bool:
+        """Whether the command sets (or, a delete, resets) the role."""
+        return self.function != "deactivate_user" and (
+            self.function != "update_user" or self.role is not None
+        )
 
     @property
     def stamp(self) -> Stamp:
@@ -110,6 +138,10 @@ class Command:
             arguments["role"] = self.role
         if self.password is not None and self.password.hash is not None:
             arguments["password_hash"] = self.password.hash
+        if self.active is not None:
+            arguments["active"] = self.active
+        if self.external_id is not None:
+            arguments["external_id"] = self.external_id
         return arguments
 
 
@@ -128,10 +160,12 @@ class State:
     role: str
     is_active: bool
     password: Password | None  # None: no hash stored
+    external_id: str | None = None
 
     def __str__(self) -> str:
         active = "active" if self.is_active else "inactive"
-        return f"{self.email} {self.role} {active} {self.password or 'no password'}"
+        external = f" external id {self.external_id!r}" if self.external_id is not None else ""
+        return f"{self.email} {self.role} {active} {self.password or 'no password'}{external}"
 
 
 Event = Command | Erasure
@@ -142,31 +176,43 @@ def _order(event: Event) -> tuple[int, str, int]:
 
 
 def replay(events: Iterable[Event]) -> State | None:
-    """One person's user (None: no user) after applying the accepted `events` in stamp order."""
-    user: State | None = None
+    """One person's user (None: no user) after applying the accepted `events` in stamp order.
+
+    Field by field: a delete (or erasure) resets every field, a provision names the user's
+    existence, spelling, role and active (and its password and external id when it has them),
+    set_user_role the role, deactivate_user active, update_user the fields it carries. A command
+    that finds no user still sets the fields it names: a later provision overrides role and
+    active anyway, and keeps the rest (what an update held until its provision ends as).
+    """
+    email: str | None = None  # the newest provision's spelling while the user exists
+    role: str | None = None
+    active = False
+    password: Password | None = None
+    external_id: str | None = None
     for event in sorted(events, key=_order):
         if isinstance(event, Erasure) or event.function == "delete_user":
-            user = None
-        elif event.function in PROVISIONS:
+            email, role, active, password, external_id = None, None, False, None, None
+            continue
+        if event.function in PROVISIONS:
             assert event.role is not None
-            user = State(
-                email=event.spelling,  # the newest provision's spelling
-                role=event.role,
-                is_active=True,
-                password=event.password
-                if event.password is not None
-                else (user.password if user is not None else None),
-            )
-        elif user is None:
-            continue  # set_user_role and deactivate_user of no user change nothing
-        elif event.function == "set_user_role":
-            assert event.role is not None
-            user = State(user.email, event.role, user.is_active, user.password)
+            email, active = event.spelling, True
         elif event.function == "deactivate_user":
-            user = State(user.email, user.role, False, user.password)
-        else:
+            active = False
+        elif event.function == "update_user":
+            if event.active is not None:
+                active = event.active
+        elif event.function != "set_user_role":
             raise AssertionError(f"unknown function {event.function}")
-    return user
+        if event.role is not None:
+            role = event.role
+        if event.password is not None:
+            password = event.password
+        if event.external_id is not None:
+            external_id = event.external_id
+    if email is None:
+        return None
+    assert role is not None
+    return State(email, role, active, password, external_id)
 
 
 def final_states(commands: Iterable[Command]) -> dict[str, State]:
@@ -194,16 +240,26 @@ class People:
     # Accepted commands no newer than their person's last erasure (they must change nothing).
     behind_erasure: int = 0
 
-    def record(self, command: Command) -> None:
-        """A command ran: a refused one changes nothing (it never even locks its person)."""
+    def record(self, command: Command, *, gave_up: bool = False, audited: bool = True) -> None:
+        """A command ran: a refused one changes nothing (it never even locks its person).
+
+        An update_user that `gave_up` changed nothing either, but it locked its person: a state row
+        that was not there stays, with no stamp (or the erased one). `audited`: whether an
+        update_user left an audit row (one that ended unchanged does not).
+        """
         if command.refused:
             return
         key = command.key
+        if gave_up:
+            if key not in self.state_stamps:
+                self.state_stamps[key] = self.erased.get(key, ZERO)
+            return
         erasures = [e.stamp for e in self.events[key] if isinstance(e, Erasure)]
         if erasures and command.stamp <= max(erasures):
             self.behind_erasure += 1
         self.events[key].append(command)
-        self.audit[key].setdefault(command.job_id, command)
+        if audited:
+            self.audit[key].setdefault(command.job_id, command)
         if key in self.state_stamps:
             self.state_stamps[key] = max(self.state_stamps[key], command.stamp)
         else:  # a new state row: a kept erased stamp stands in all its fields
@@ -226,8 +282,11 @@ class People:
         """`erase` of a person: (state rows, audit rows) it removes, or None while the user exists."""
         if self.user(key) is not None:
             return None
-        removed = (1 if key in self.state_stamps else 0, len(self.audit.pop(key, {})))
-        kept = [s for s in (self.state_stamps.pop(key, None), self.erased.get(key)) if s is not None]
+        stamped = self.state_stamps.get(key, ZERO) > ZERO  # a row no command stamped counts as none
+        removed = (1 if stamped else 0, len(self.audit.pop(key, {})))
+        kept = [
+            s for s in (self.state_stamps.pop(key, None), self.erased.get(key)) if s is not None and s > ZERO
+        ]
         if kept:
             self.erased[key] = max(kept)
         newest = self.newest(key)
@@ -245,7 +304,7 @@ class People:
         for key, events in self.events.items():
             if self.user(key) is not None:
                 continue
-            naming = [e for e in events if isinstance(e, Erasure) or e.function != "deactivate_user"]
+            naming = [e for e in events if isinstance(e, Erasure) or e.names_role]
             if naming:
                 last = max(naming, key=_order)
                 if isinstance(last, Command) and last.function == "set_user_role":
@@ -292,6 +351,7 @@ class UserRow:
     role: str
     is_active: bool
     hashed_password: str | None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -354,7 +414,9 @@ def _row_problems(row: AuditRow, command: Command) -> list[str]:
     }.get(row.status, [])
     if before_after not in wanted:
         problems.append(f"{row.status} from provisioned={row.was_provisioned} to {row.provisioned}")
-    if row.status == "updated" and not (differs or row.password_changed):
+    # the external id has no audit column: setting it (or a delete resetting it) shows as nothing differing
+    names_external_id = command.external_id is not None or command.function == "delete_user"
+    if row.status == "updated" and not (differs or row.password_changed or names_external_id):
         problems.append("updated, yet nothing differs and the password did not change")
     if row.status in {"unchanged", "superseded"} and row.provisioned and (differs or row.password_changed):
         problems.append(f"{row.status}, yet the user changed")
