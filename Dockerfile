@@ -13,8 +13,11 @@ RUN pip install -r requirements.lock
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY worker ./worker
-# Editable, so that worker.db.migrations finds /app/alembic next to the package.
-RUN pip install --no-deps -e . && useradd --system --uid 10001 worker
+# Editable, so that worker.db.migrations finds /app/alembic next to the package. The package data
+# (runtime/*.lua, repositories/sql/*.sql: pyproject.toml's package-data) is read where COPY put it;
+# the check fails the build if a data file the worker loads at start-up is missing.
+RUN pip install --no-deps -e . && useradd --system --uid 10001 worker \
+    && python -c "import importlib.resources as r; assert r.files('worker.runtime').joinpath('claim.lua').is_file()"
 USER worker
 
 CMD ["arq", "worker.main.WorkerSettings"]

@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 # psql-free database creation: DATABASE_URL (or the default) names the database to create.
 DB_TOOL := $(BIN)/python -m worker.db.create
 
-.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test test-unit test-arq-compat lint format lock clean bench
+.PHONY: help install run worker db-create db-migrate db-downgrade db-revision db-check test test-unit test-unit-offline test-arq-compat lint format lock clean bench
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -49,19 +49,24 @@ test: install  ## run the test suite (real PostgreSQL and Redis; a throw-away te
 	$(BIN)/coverage run -m pytest; status=$$?; \
 	  $(BIN)/coverage combine --quiet && $(BIN)/coverage report && exit $$status
 
-test-unit: install  ## the unit tier only: no PostgreSQL, no Redis, a few seconds
+test-unit: install  ## the unit tier only: no PostgreSQL, no Redis, no network (sockets blocked), a few seconds
 	$(BIN)/pytest tests/unit
 
+test-unit-offline: install  ## the unit tier in a network namespace with no interfaces, where user namespaces exist
+	@if unshare -rn true 2>/dev/null; then unshare -rn $(BIN)/pytest tests/unit; \
+	 else echo "no user namespaces here: the unit tier's socket block stands in"; $(MAKE) test-unit; fi
+
 test-arq-compat: install  ## ARQ's own test suite (pinned version) against our worker, on a private redis-server
-	$(BIN)/python -m tests.arq_compat
+	$(BIN)/python -m tests.integration.runtime.arq_compat
 
 bench: install  ## benchmarks (own databases and Redis keys); table to stdout and bench/results.md
 	$(BIN)/python -m bench.run --write $(BENCH_ARGS)
 
-lint: install  ## ruff and mypy --strict
+lint: install  ## ruff, mypy --strict, and the import layers (lint-imports, pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy worker bench tests
+	$(BIN)/lint-imports --no-cache
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -16,11 +16,11 @@ from pydantic import SecretStr
 
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
 from worker.client import ProvisioningClient, connect_redis
+from worker.jobs.sealing import new_seal_key
 from worker.passwords.hashing import PasswordHashing
 from worker.passwords.policy import PasswordPolicy
-from worker.passwords.sealing import new_seal_key
-from worker.runtime.wiring import startup, worker_settings
 from worker.settings import Settings
+from worker.wiring import startup, worker_settings
 
 
 async def hashing_throughput(hashes: int, threads: int, policy: PasswordPolicy) -> float:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.runtime.wiring import worker_settings  # not worker.main: that runs our worker class
 from worker.settings import get_settings
+from worker.wiring import worker_settings  # not worker.main: that runs our worker class
 
 
 async def noop(ctx: dict[str, Any], **kwargs: Any) -> None:

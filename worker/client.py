@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Self
 
 from arq.connections import ArqRedis
@@ -16,12 +16,17 @@ from worker.jobs.errors import InvalidPayload
 from worker.jobs.errors import JobFailed as JobFailed  # what Job.result() raises for a failed job
 from worker.jobs.finished import FinishedJobs
 from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
+from worker.jobs.sealing import seal_password
 from worker.jobs.serialization import deserialize, serialize
 from worker.jobs.stamps import CLOCK
-from worker.passwords.sealing import seal_password
-from worker.runtime.redis_connection import open_redis
-from worker.runtime.retries import is_redis_unreachable
+from worker.redis_connection import open_redis
+from worker.retrying import is_redis_unreachable, retry_within
 from worker.settings import Settings, get_settings
+
+ENQUEUE_RETRY_BASE = 0.1
+"""Seconds before an enqueue that lost Redis is tried again (then doubling, jittered)."""
+ENQUEUE_RETRY_CAP = 2.0
+"""Seconds between tries at most: an enqueue goes through at most this long after Redis is back."""
 
 AsOfValue = int | str
 """An `as_of`: integer microseconds since the epoch, or an RFC 3339 timestamp."""
@@ -178,27 +183,20 @@ class ProvisioningClient:
         payload = parse_payload(model, function, (), given).model_dump(mode="json", exclude_none=True)
         ours = job_id is None
         job_id = job_id or uuid.uuid4().hex  # chosen here, so that a retried enqueue keeps it
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_for
-        uncertain = False
-        delay = 0.1
-        while True:
-            try:
-                job = await self.redis.enqueue_job(
-                    function, _job_id=job_id, _queue_name=self.queue_name, **payload
-                )
-            except Exception as error:
-                if not is_redis_unreachable(error) or loop.time() + delay > deadline:
-                    raise
-                uncertain = True  # the lost attempt may have been queued: retry under the same id
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if job is not None:
-                return job
-            if uncertain and (ours or await self._queued_as(job_id, function, payload)):
-                return self.job(job_id)  # our own earlier attempt made it
-            raise DuplicateJob(job_id)
+        lost: list[Exception] = []  # attempts that lost Redis: each may have been queued
+        job = await retry_within(
+            partial(self.redis.enqueue_job, function, _job_id=job_id, _queue_name=self.queue_name, **payload),
+            within=self.retry_for,
+            retryable=is_redis_unreachable,
+            base=ENQUEUE_RETRY_BASE,
+            cap=ENQUEUE_RETRY_CAP,
+            waiting=lambda error, _: lost.append(error),  # retried under the same id
+        )
+        if job is not None:
+            return job
+        if lost and (ours or await self._queued_as(job_id, function, payload)):
+            return self.job(job_id)  # our own earlier attempt made it
+        raise DuplicateJob(job_id)
 
     async def _queued_as(self, job_id: str, function: str, payload: dict[str, Any]) -> bool:
         """True if the job with this id is this very command (an earlier attempt of ours)."""

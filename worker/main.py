@@ -1,9 +1,12 @@
 """`arq worker.main.WorkerSettings`: what operators run.
 
-ARQ's command line builds `arq.worker.Worker` and has no setting for another class, so importing
-this module points that name at `ProvisioningWorker` (ARQ's worker, riding out Redis outages):
-`arq worker.main.WorkerSettings` then runs it. Nothing else is rebound, and modules that only
-need the wiring (`worker.runtime.wiring`) leave ARQ as it ships.
+ARQ's command line has no setting for a worker class: `arq.worker.create_worker` builds whatever the
+module attribute `arq.worker.Worker` holds when it runs, and `get_kwargs` passes it only the settings
+that this class's signature names. Importing this module therefore rebinds `arq.worker.Worker` to
+`ProvisioningWorker` (whose signature is `Worker.__init__`'s), and `arq worker.main.WorkerSettings`
+runs ours. The rebinding holds for the whole process and for later `from arq.worker import Worker`,
+not for names bound before it (`arq.Worker`). Modules that only need the wiring (`worker.wiring`)
+leave ARQ as it ships.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import asyncio
 import arq.worker
 
 from worker.runtime.arq_worker import ProvisioningWorker
-from worker.runtime.wiring import worker_settings
 from worker.settings import get_settings
+from worker.wiring import worker_settings
 
 __all__ = ["WorkerSettings"]
 
@@ -29,6 +32,6 @@ def _use_uvloop() -> None:
 
 
 _use_uvloop()
-arq.worker.Worker = ProvisioningWorker  # type: ignore[misc]  # the arq CLI's create_worker() reads this name
-# The arq CLI reads class attributes; reading the environment here is the only import-time work.
+arq.worker.Worker = ProvisioningWorker  # type: ignore[misc]  # read by create_worker() when the CLI calls it
+# The arq CLI reads class attributes, so the settings are read from the environment at import, too.
 WorkerSettings = type("WorkerSettings", (), worker_settings(get_settings()))

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from worker.passwords.policy import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, PasswordPolicy
-from worker.runtime.redis_connection import (
+from worker.redis_connection import (
     is_sentinel_url,
     mask_sentinel_url,
     parse_sentinel_url,

@@ -1,20 +1,24 @@
 """ARQ task functions: each opens a unit of work, calls one service, and returns small JSON.
 
-`worker.runtime.job_run.run_job` wraps every single-user and batch task: payload validation,
-deadline, retries, failure records, metrics and the job's log line.
+A job function is declared once, with `@task`: its name is the job's function name, and its `command`
+annotation the payload model. `worker.runtime.job_run.run_job` wraps every such task: payload
+validation, deadline, retries, failure records, metrics and the job's log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, get_type_hints
 
 from worker.jobs.errors import InvalidPayload, NotProvisionedYet, StampRefused, UserNotFound
 from worker.jobs.payloads import (
+    PAYLOADS,
     BulkUser,
     DeactivateUser,
     DeleteUser,
+    PayloadT,
     ProvisionUser,
     ProvisionUsers,
     SetUserRole,
@@ -23,48 +27,78 @@ from worker.jobs.payloads import (
     WithPassword,
     parse_bulk_entries,
 )
+from worker.jobs.sealing import unseal_password
 from worker.jobs.stamps import now_micros
-from worker.passwords.sealing import unseal_password
 from worker.repositories.user import ExpiredIntent, UserCommand
 from worker.runtime.context import JobContext, WorkerContext
 from worker.runtime.failures import record_failure
 from worker.runtime.group_commit import RunAlone
-from worker.runtime.job_run import JobResult, check_window, job_stamp, run_job
+from worker.runtime.job_run import JobResult, Runner, check_window, job_stamp, run_job
 from worker.services import maintenance, users
 from worker.services.outcome import BatchOutcome, UserOutcome
-from worker.services.unit_of_work import open_unit_of_work
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
 
+Task = Callable[..., Awaitable[JobResult]]
+"""What ARQ runs: `task(ctx, **payload)`, the job's small JSON result."""
 
-async def provision_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+TASKS: list[Task] = []
+"""Every task the worker runs, in the order declared; their names are the job contract's function names."""
+
+
+def task(body: Runner[PayloadT]) -> Task:
+    """Declare a job function: the task is named after `body`, and its payload is the model that
+    `body`'s `command` parameter is annotated with; `body` gets the function name and the valid payload.
+
+    Name and model must be the job contract's (`worker.jobs.payloads.PAYLOADS`), which enqueuers check
+    against: a task that does not match it fails at import, not on its first job.
+    """
+    function = body.__name__
+    model: type[PayloadT] = get_type_hints(body)["command"]
+    if PAYLOADS.get(function) is not model:
+        raise TypeError(
+            f"task {function}({model.__name__}) is not in the job contract: add it to "
+            "worker.jobs.payloads.PAYLOADS (and docs/jobs.md), or name the function and payload as there"
+        )
+
+    async def run(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+        return await run_job(ctx, function, model, body, args, kwargs)
+
+    run.__name__ = run.__qualname__ = function  # ARQ registers a task under its __qualname__
+    run.__module__, run.__doc__ = body.__module__, body.__doc__
+    TASKS.append(run)
+    return run
+
+
+@task
+async def provision_user(ctx: JobContext, function: str, command: ProvisionUser) -> UserOutcome:
     """Ensure an active user with this email and role (and password, when given) exists."""
-    return await run_job(ctx, "provision_user", ProvisionUser, _single_user, args, kwargs)
+    return await _single_user(ctx, function, command)
 
 
-async def set_user_role(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+@task
+async def set_user_role(ctx: JobContext, function: str, command: SetUserRole) -> UserOutcome:
     """Ensure the user with this email has this role (once provisioned, if it is not yet)."""
-    return await run_job(ctx, "set_user_role", SetUserRole, _single_user, args, kwargs)
+    return await _single_user(ctx, function, command)
 
 
-async def update_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+@task
+async def update_user(ctx: JobContext, function: str, command: UpdateUser) -> UserOutcome:
     """Change only the named fields of a provisioned user; waits (retries) for a user not provisioned yet."""
-    return await run_job(ctx, "update_user", UpdateUser, _single_user, args, kwargs)
+    return await _single_user(ctx, function, command)
 
 
-async def deactivate_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+@task
+async def deactivate_user(ctx: JobContext, function: str, command: DeactivateUser) -> UserOutcome:
     """Ensure no active user has this email."""
-    return await run_job(ctx, "deactivate_user", DeactivateUser, _single_user, args, kwargs)
+    return await _single_user(ctx, function, command)
 
 
-async def delete_user(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
+@task
+async def delete_user(ctx: JobContext, function: str, command: DeleteUser) -> UserOutcome:
     """Ensure no user has this email."""
-    return await run_job(ctx, "delete_user", DeleteUser, _single_user, args, kwargs)
-
-
-async def provision_users(ctx: JobContext, *args: Any, **kwargs: Any) -> JobResult:
-    """Apply a batch of users in one transaction; invalid entries are reported by index."""
-    return await run_job(ctx, "provision_users", ProvisionUsers, _provision_users, args, kwargs)
+    return await _single_user(ctx, function, command)
 
 
 async def _single_user(ctx: JobContext, function: str, command: UserRef) -> UserOutcome:
@@ -74,8 +108,9 @@ async def _single_user(ctx: JobContext, function: str, command: UserRef) -> User
         password = unseal_password(
             command.password_sealed, key_ring=ctx.get("key_ring"), hashing=ctx["hashing"]
         )
-        async with open_unit_of_work(ctx["session_factory"]) as uow:
-            password_hash = await users.password_to_store(uow, command.email, password)
+        password_hash = await users.password_to_store(
+            SqlAlchemyUnitOfWork(ctx["session_factory"]), command.email, password
+        )
     user_command = users.user_command(function, command, stamp, ctx["erasure"], hashed_password=password_hash)
     outcome = await _apply(ctx, user_command)
     if outcome.status == "refused":
@@ -98,11 +133,14 @@ async def _apply(ctx: JobContext, command: UserCommand) -> UserOutcome:
             return await groups.apply(command)  # the group's session, not one of our own
         except RunAlone:
             pass
-    async with open_unit_of_work(ctx["session_factory"]) as uow:
-        return await users.apply_command(uow, command, retention=ctx["settings"].tombstone_retention)
+    return await users.apply_command(
+        SqlAlchemyUnitOfWork(ctx["session_factory"]), command, retention=ctx["settings"].tombstone_retention
+    )
 
 
-async def _provision_users(ctx: JobContext, function: str, command: ProvisionUsers) -> BatchOutcome:
+@task
+async def provision_users(ctx: JobContext, function: str, command: ProvisionUsers) -> BatchOutcome:
+    """Apply a batch of users in one transaction; invalid entries are reported by index."""
     limit = ctx["settings"].bulk_max_batch
     if len(command.users) > limit:
         raise InvalidPayload(
@@ -117,13 +155,12 @@ async def _provision_users(ctx: JobContext, function: str, command: ProvisionUse
     async with ctx["bulk_slots"]:
         valid, rejected = await parse_bulk_entries(command.users)
         valid = _entries_in_window(ctx, valid, rejected)
-        async with open_unit_of_work(ctx["session_factory"]) as uow:
-            return await users.provision_users(
-                uow,
-                users.bulk_commands(valid, stamp, ctx["erasure"]),
-                rejected,
-                retention=ctx["settings"].tombstone_retention,
-            )
+        return await users.provision_users(
+            SqlAlchemyUnitOfWork(ctx["session_factory"]),
+            users.bulk_commands(valid, stamp, ctx["erasure"]),
+            rejected,
+            retention=ctx["settings"].tombstone_retention,
+        )
 
 
 def _entries_in_window(
@@ -178,8 +215,9 @@ async def expire_intents(ctx: WorkerContext) -> JobResult:
                 retention=settings.failed_job_retention,
             )
 
-    async with open_unit_of_work(ctx["session_factory"]) as uow:
-        expired = await maintenance.expire_intents(uow, report, window=settings.intent_window)
+    expired = await maintenance.expire_intents(
+        SqlAlchemyUnitOfWork(ctx["session_factory"]), report, window=settings.intent_window
+    )
     if expired:
         logger.warning(
             "%d set_user_role intent(s) expired unclaimed; see `python -m worker failed`", len(expired)
@@ -192,20 +230,17 @@ async def purge_expired(ctx: WorkerContext) -> JobResult:
     settings = ctx["settings"]
     loop = asyncio.get_running_loop()
     budget = settings.job_timeout * HOUSEKEEPING_SHARE / 2
+    uow = SqlAlchemyUnitOfWork(ctx["session_factory"])
     tombstones = await maintenance.purge_tombstones(
-        lambda: open_unit_of_work(ctx["session_factory"]),
+        uow,
         retention=settings.tombstone_retention,
         deadline=loop.time() + budget,
         clock=loop.time,
     )
     audit = await maintenance.purge_audit(
-        lambda: open_unit_of_work(ctx["session_factory"]),
+        uow,
         retention=settings.audit_retention,
         deadline=loop.time() + budget,
         clock=loop.time,
     )
     return {"tombstones": tombstones, "audit_rows": audit}
-
-
-TASKS = (provision_user, set_user_role, update_user, deactivate_user, delete_user, provision_users)
-"""Every task the worker runs; their names are the job contract's function names."""

@@ -33,8 +33,8 @@ from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
 from worker.jobs.serialization import deserialize
-from worker.runtime.wiring import worker_settings
 from worker.settings import Settings
+from worker.wiring import worker_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("committing_sessions")]
 

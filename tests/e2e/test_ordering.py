@@ -93,14 +93,14 @@ from tests.support.tcp_proxy import TcpProxy, free_port
 from worker.client import ProvisioningClient, connect_redis
 from worker.db.session import SessionFactory, create_engine, create_session_factory
 from worker.jobs.errors import JobFailed
+from worker.jobs.sealing import new_seal_key, seal_password
 from worker.jobs.serialization import deserialize, serialize
 from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password
-from worker.passwords.sealing import new_seal_key, seal_password
 from worker.repositories.user import ExpiredIntent
 from worker.services import maintenance
 from worker.services.erasure import ErasureKeys
-from worker.services.unit_of_work import open_unit_of_work
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -766,8 +766,8 @@ async def _maintain(rig: Rig, people: People, phase: PhaseDraw, sent_at: int) ->
     async def report(expired: list[ExpiredIntent]) -> None:
         return None
 
-    async with open_unit_of_work(rig.sessions) as uow:
-        expired = await maintenance.expire_intents(uow, report, window=0)
+    uow = SqlAlchemyUnitOfWork(rig.sessions)
+    expired = await maintenance.expire_intents(uow, report, window=0)
     intents = people.intents()
     for intent in expired:
         stamp = (intent.as_of, intent.job_id)
@@ -783,8 +783,8 @@ async def _maintain(rig: Rig, people: People, phase: PhaseDraw, sent_at: int) ->
     for person, spelling in phase.erase:
         email = _spelled(person, spelling)
         expected = people.erase(person_key(email))
-        async with open_unit_of_work(rig.sessions) as uow:
-            erased = await maintenance.erase(uow, email, rig.erasure)
+        uow = SqlAlchemyUnitOfWork(rig.sessions)
+        erased = await maintenance.erase(uow, email, rig.erasure)
         if erased != expected:
             problems.append(
                 f"erase {email!r}: removed (state rows, audit rows) {erased}, expected {expected}"
@@ -794,7 +794,7 @@ async def _maintain(rig: Rig, people: People, phase: PhaseDraw, sent_at: int) ->
     cutoff = now_micros() - RETENTION_US
     loop = asyncio.get_running_loop()
     await maintenance.purge_tombstones(
-        lambda: open_unit_of_work(rig.sessions),
+        SqlAlchemyUnitOfWork(rig.sessions),
         retention=RETENTION,
         deadline=loop.time() + 30,
         clock=loop.time,

@@ -75,6 +75,8 @@ def tls_redis(certificates: Certificates, tmp_path: Path) -> Iterator[int]:
             ):
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail(f"redis-server (TLS) did not accept connections on port {port} within 100 tries")
         yield port
     finally:
         process.terminate()

@@ -18,7 +18,7 @@ from tests.support.settings import make_settings
 from tests.support.tcp_proxy import TcpProxy
 from worker.db.migrations import alembic_config, head_revisions
 from worker.runtime.context import WorkerContext
-from worker.runtime.wiring import StartupError, _warm_pool, shutdown, startup
+from worker.wiring import StartupError, _warm_pool, shutdown, startup
 
 HEAD = ", ".join(sorted(head_revisions()))
 
@@ -91,7 +91,7 @@ async def test_startup_names_the_fix_for_a_missing_database(database_url: str) -
 async def test_warming_the_pool_is_best_effort(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
     try:
-        with caplog.at_level(logging.WARNING, logger="worker.runtime.wiring"):
+        with caplog.at_level(logging.WARNING, logger="worker.wiring"):
             await _warm_pool(engine, 3)  # the pool has room for one: the other two time out
         assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # QueuePool's, not Pool's
     finally:

@@ -28,9 +28,9 @@ from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.jobs.errors import JobFailed
 from worker.jobs.identity import identity_key
+from worker.jobs.sealing import new_seal_key, seal_password
 from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password, verify_password
-from worker.passwords.sealing import new_seal_key, seal_password
 from worker.repositories.user import UserCommand, UserRepository
 from worker.settings import Settings
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from tests.support.settings import make_settings
 from worker.db.session import create_engine, create_session_factory
 from worker.runtime.context import JobContext, WorkerContext
-from worker.runtime.wiring import shutdown, startup
 from worker.services.erasure import ErasureKeys
+from worker.wiring import shutdown, startup
 
 
 async def start_and_stop(database_url: str, **overrides: object) -> WorkerContext:

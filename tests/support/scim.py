@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from tests.support.processes import ROOT, stop, worker_env
 from tests.support.settings import make_settings
-from worker.passwords.sealing import new_seal_key
+from worker.jobs.sealing import new_seal_key
 from worker.runtime.health import record_prefix
 from worker.settings import Settings
 

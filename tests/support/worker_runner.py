@@ -7,8 +7,8 @@ from typing import Any
 from arq.worker import Worker
 
 from worker.runtime.arq_worker import ProvisioningWorker
-from worker.runtime.wiring import worker_settings
 from worker.settings import Settings
+from worker.wiring import worker_settings
 
 
 async def run_burst(settings: Settings, **overrides: Any) -> Worker:

@@ -1,13 +1,18 @@
-"""The unit tier needs no PostgreSQL and no Redis: fakeredis, and settings that point nowhere."""
+"""The unit tier needs no PostgreSQL, no Redis and no network: fakeredis, settings that point nowhere,
+and no socket but a Unix one (pytest-socket), so a test that reaches out fails on every machine."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
+import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection
+from pytest_socket import disable_socket
 from redis.asyncio import ConnectionPool
 
 from tests.support.settings import make_settings
@@ -18,8 +23,24 @@ FAKE_QUEUE = "unit:queue"
 """The queue `fake_redis` defaults to."""
 
 # Port 1 refuses every connection: a unit test that tried to reach a service would fail at once.
+# In this tier no connection is even tried (`_no_network`).
 NOWHERE_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/unit"
 NOWHERE_REDIS_URL = "redis://127.0.0.1:1/0"
+
+
+async def _refused(*args: Any, **kwargs: Any) -> NoReturn:
+    """What asyncpg raises when PostgreSQL's port is closed, without a socket."""
+    raise ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 1)")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No socket but a Unix one (the event loop's self-pipe); PostgreSQL refuses, as a closed port does.
+
+    pytest-socket lifts the block after each test, so the other tiers keep their network.
+    """
+    disable_socket(allow_unix_socket=True)
+    monkeypatch.setattr(asyncpg, "connect", _refused)
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 
 from tests.support.contexts import start_and_stop
 from worker.main import WorkerSettings
-from worker.runtime.wiring import StartupError, shutdown, startup, worker_settings
 from worker.settings import Settings
+from worker.wiring import StartupError, shutdown, startup, worker_settings
 
 
 async def test_startup_refuses_an_unreachable_database_without_showing_the_password() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.runtime.redis_connection import SentinelSettings
+from worker.redis_connection import SentinelSettings
 from worker.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, mask_url
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker.db.migrations import schema_state
 from worker.db.session import create_engine
-from worker.jobs.errors import first_line
+from worker.retrying import cannot_reach
 from worker.runtime import metrics
 from worker.runtime.logs import configure_logging
 from worker.settings import Settings, get_settings
@@ -59,10 +59,8 @@ async def preflight(settings: Settings) -> tuple[int, str] | None:
     try:
         state = await schema_state(engine)
     except (OSError, SQLAlchemyError) as error:
-        return 1, (
-            f"error: cannot reach PostgreSQL at {settings.database_url_masked} "
-            f"({type(error).__name__}: {first_line(error)}): start it, or fix DATABASE_URL"
-        )
+        unreachable = cannot_reach("PostgreSQL", settings.database_url_masked, error)
+        return 1, f"error: {unreachable}: start it, or fix DATABASE_URL"
     finally:
         await engine.dispose()
     if not state.at_head:

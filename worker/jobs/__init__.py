@@ -1,1 +1,2 @@
-"""The job contract: payloads, email rules, stamps, serialization and the errors results name."""
+"""The job contract: payloads, email rules, stamps, serialization, sealed passwords and the errors
+results name."""

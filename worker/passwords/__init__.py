@@ -1,1 +1,1 @@
-"""Passwords: the argon2id policy, the hashing pool, and sealing for transport through Redis."""
+"""Passwords: the argon2id policy and the hashing pool (sealing for transport is `worker.jobs.sealing`)."""

@@ -10,8 +10,8 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.session import SessionFactory
+from worker.jobs.sealing import KeyRing
 from worker.passwords.hashing import PasswordHashing
-from worker.passwords.sealing import KeyRing
 from worker.runtime.group_commit import CommandGroups
 from worker.runtime.health import HealthReporter
 from worker.services.erasure import ErasureKeys

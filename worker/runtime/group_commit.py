@@ -25,7 +25,7 @@ from worker.repositories.user import UserCommand
 from worker.runtime import metrics
 from worker.runtime.retries import is_transient
 from worker.services.outcome import UserOutcome
-from worker.services.unit_of_work import open_unit_of_work
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 from worker.services.users import apply_commands
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ class CommandGroups:
 
     async def _write(self, group: list[_Waiting]) -> None:
         try:
-            async with open_unit_of_work(self._session_factory) as uow:
-                outcomes = await apply_commands(uow, [w.command for w in group], retention=self._retention)
+            uow = SqlAlchemyUnitOfWork(self._session_factory)
+            outcomes = await apply_commands(uow, [w.command for w in group], retention=self._retention)
         except Exception as error:
             transient = is_transient(error)
             if not transient:

@@ -24,7 +24,7 @@ from sqlalchemy.pool import Pool
 
 from worker.db.migrations import schema_state
 from worker.db.session import create_engine
-from worker.jobs.errors import first_line
+from worker.retrying import cannot_reach
 from worker.runtime import metrics
 from worker.settings import Settings
 
@@ -118,10 +118,7 @@ async def check_health(redis: ArqRedis, settings: Settings) -> HealthReport:
         state = await schema_state(engine)
         report.database, report.database_ok = state.describe(), state.at_head
     except (OSError, SQLAlchemyError) as error:
-        report.database = (
-            f"cannot reach PostgreSQL at {settings.database_url_masked} "
-            f"({type(error).__name__}: {first_line(error)})"
-        )
+        report.database = cannot_reach("PostgreSQL", settings.database_url_masked, error)
     finally:
         await engine.dispose()
     return report

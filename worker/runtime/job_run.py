@@ -12,19 +12,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from arq.worker import Retry
 
 from worker.jobs.errors import GaveUp, first_line
 from worker.jobs.payloads import PayloadT, parse_payload
 from worker.jobs.stamps import Stamp, check_stamp, now_micros
+from worker.retrying import backoff_delay
 from worker.runtime import metrics
 from worker.runtime.context import JobContext
 from worker.runtime.failures import record_failure
 from worker.runtime.logs import log_job_event
-from worker.runtime.retries import backoff_delay, is_deadlock, is_transient
+from worker.runtime.retries import is_deadlock, is_transient
+from worker.runtime.runs import JobRun
 from worker.services.outcome import BatchOutcome, UserOutcome
 
 logger = logging.getLogger(__name__)
@@ -42,28 +43,6 @@ def takes_access_away(function: str, kwargs: Mapping[str, Any]) -> bool:
     """True for a command whose failure leaves someone access they should not have: a deactivation,
     a delete, or an `update_user` that sets `active` to false."""
     return function in SECURITY_FUNCTIONS or (function == "update_user" and kwargs.get("active") is False)
-
-
-Ending = Literal["succeeded", "retried", "failed", "cancelled", "unknown"]
-
-
-@dataclass(slots=True)
-class JobRun:
-    """How one run of a task went: what the metrics count and the job's log line says."""
-
-    function: str
-    job_id: str | None
-    job_try: int | None
-    started: float = field(default_factory=time.perf_counter)
-    ending: Ending = "unknown"  # stays so only if something other than an Exception ended the run
-    error_type: str | None = None
-    seconds: float = 0.0
-
-    def end(self, ending: Ending, error: BaseException | None = None) -> None:
-        """Note how the run ended, and the type of the error that ended it."""
-        self.ending = ending
-        if error is not None:
-            self.error_type = type(error).__name__
 
 
 async def run_job(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from worker.runtime.job_run import JobRun
+from worker.jobs.errors import PermanentJobError
+from worker.runtime.runs import JobRun
 
 _JOB_START = "%6.2fs → %s(%s)%s"  # arq.worker's "job started" line: delay, job_id:function, args, try
 _JOB_FAILED = "%6.2fs ! %s failed, %s: %s"  # arq.worker's "job failed" line: …, error type, error text
@@ -38,10 +37,6 @@ class RedactJobArguments(logging.Filter):
 
 
 def _is_permanent(error: BaseException | None) -> bool:
-    from worker.jobs.errors import (
-        PermanentJobError,  # here: logs must not import the job contract at import time
-    )
-
     return isinstance(error, PermanentJobError)
 
 

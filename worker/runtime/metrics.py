@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-if TYPE_CHECKING:
-    from worker.runtime.job_run import JobRun
+from worker.runtime.runs import JobRun
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -1,11 +1,7 @@
-"""Which failures are worth another try, and how long to wait before it."""
+"""Which failures of a job are worth another try (the wait before it: `worker.retrying`)."""
 
 from __future__ import annotations
 
-import random
-
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 
 from worker.jobs.errors import PermanentJobError, TransientError
@@ -25,28 +21,6 @@ TRANSIENT_SQLSTATES = frozenset(
         "26000",  # invalid_sql_statement_name (prepared statement does not exist)
     }
 )
-
-
-REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-"""Errors that mean Redis cannot be reached right now (redis-py's and the socket's own)."""
-
-
-def is_redis_unreachable(error: BaseException) -> bool:
-    """True for a lost or refused Redis connection, however the layers below spell it."""
-    if isinstance(error, REDIS_UNREACHABLE):
-        return True
-    # uvloop refuses to write to a transport the peer has closed with a RuntimeError, where
-    # asyncio's own loop raises ConnectionError; redis-py passes either on as it is.
-    return isinstance(error, RuntimeError) and "handler is closed" in str(error)
-
-
-_jitter = random.Random()  # noqa: S311 - spreading retries out, not cryptography
 
 
 def is_transient(error: BaseException) -> bool:
@@ -82,9 +56,3 @@ def _sqlstate(error: BaseException) -> str:
     if not isinstance(error, sa_exc.DBAPIError):
         return ""
     return str(getattr(error.orig, "sqlstate", None) or "")
-
-
-def backoff_delay(job_try: int, *, base: float, cap: float) -> float:
-    """Seconds to wait before try `job_try + 1`: exponential, capped, with jitter in [½, 1] of it."""
-    ceiling = min(cap, base * 2.0 ** max(job_try - 1, 0))
-    return ceiling * _jitter.uniform(0.5, 1.0)

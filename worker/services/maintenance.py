@@ -1,13 +1,12 @@
 """Housekeeping the worker's cron jobs run: expiring intents, purging tombstones and old audit rows.
 
-Each batch is its own unit of work, so a long purge never holds many row locks, and a worker
-stopped halfway leaves nothing half done: the next run carries on.
+Each batch is its own transaction (one `async with uow:` block), so a long purge never holds many
+row locks, and a worker stopped halfway leaves nothing half done: the next run carries on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 from worker.jobs.emails import email_key
@@ -19,8 +18,6 @@ PURGE_BATCH = 5000
 """Rows deleted per transaction."""
 
 ReportExpired = Callable[[list[ExpiredIntent]], Awaitable[None]]
-UnitsOfWork = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
-"""Opens a unit of work over a fresh session, and closes the session afterwards."""
 
 
 async def expire_intents(
@@ -41,7 +38,7 @@ async def expire_intents(
 
 
 async def purge_tombstones(
-    new_uow: UnitsOfWork, *, retention: float, deadline: float, clock: Callable[[], float]
+    uow: UnitOfWork, *, retention: float, deadline: float, clock: Callable[[], float]
 ) -> int:
     """Delete tombstones, intents and erased stamps older than `retention` s, until `deadline`.
 
@@ -49,7 +46,7 @@ async def purge_tombstones(
     command that was accepted can meet a tombstone that is gone.
     """
     return await _in_batches(
-        new_uow,
+        uow,
         lambda uow: uow.users.purge_states(retention=retention, batch=PURGE_BATCH),
         deadline=deadline,
         clock=clock,
@@ -57,12 +54,12 @@ async def purge_tombstones(
 
 
 async def purge_audit(
-    new_uow: UnitsOfWork, *, retention: float, deadline: float, clock: Callable[[], float]
+    uow: UnitOfWork, *, retention: float, deadline: float, clock: Callable[[], float]
 ) -> int:
     """Delete audit rows recorded more than `retention` seconds ago, until `deadline`."""
     cutoff = datetime.now(UTC) - timedelta(seconds=retention)
     return await _in_batches(
-        new_uow,
+        uow,
         lambda uow: uow.audit.purge_recorded_before(cutoff, batch=PURGE_BATCH),
         deadline=deadline,
         clock=clock,
@@ -70,7 +67,7 @@ async def purge_audit(
 
 
 async def _in_batches(
-    new_uow: UnitsOfWork,
+    uow: UnitOfWork,
     delete_batch: Callable[[UnitOfWork], Awaitable[int]],
     *,
     deadline: float,
@@ -82,7 +79,7 @@ async def _in_batches(
     """
     total = 0
     while clock() < deadline:
-        async with new_uow() as uow, uow:
+        async with uow:
             deleted = await delete_batch(uow)
             await uow.commit()
         total += deleted

@@ -1,5 +1,9 @@
 """The unit of work: one transaction, committed explicitly, rolled back otherwise.
 
+`async with uow:` opens it (a session of its own) and leaving the block rolls back whatever was not
+committed, as in cosmicpython: callers hand services a unit of work that is not open yet, or a
+factory of them, and the service decides where the transaction begins and ends.
+
 Services depend on the `UnitOfWork` protocol and the repository protocols it exposes, not on
 SQLAlchemy: `SqlAlchemyUnitOfWork` is the one the worker uses, and fast service tests pass an
 in-memory one that type-checks against the same protocol.
@@ -7,8 +11,7 @@ in-memory one that type-checks against the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -16,7 +19,6 @@ from typing import Protocol, Self
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from worker.db.models import User, UserChange
-from worker.db.session import SessionFactory, db_session
 from worker.repositories.audit import AuditRepository
 from worker.repositories.user import Applied, AppliedCounts, ExpiredIntent, UserCommand, UserRepository
 
@@ -70,7 +72,7 @@ class Audit(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """Repositories over one transaction; leaving the block without `commit()` rolls back."""
+    """Repositories over one transaction: `async with uow:` opens it, leaving without `commit()` undoes it."""
 
     @property
     def users(self) -> Users:
@@ -94,21 +96,30 @@ class UnitOfWork(Protocol):
 
 
 class SqlAlchemyUnitOfWork:
-    """The unit of work over one SQLAlchemy session."""
+    """The unit of work over a SQLAlchemy session: each `async with` takes one from `sessions`, and
+    closes it on the way out (a session factory, or in tests a session inside the test's transaction)."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.users = UserRepository(session)
-        self.audit = AuditRepository(session)
+    session: AsyncSession
+    users: UserRepository
+    audit: AuditRepository
+
+    def __init__(self, sessions: Callable[[], AsyncSession]) -> None:
+        self._sessions = sessions
 
     async def __aenter__(self) -> Self:
+        self.session = self._sessions()
+        self.users = UserRepository(self.session)
+        self.audit = AuditRepository(self.session)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # After a commit this is a no-op; after an error it undoes everything the block wrote.
-        await self.rollback()
+        # After a commit the rollback is a no-op; after an error it undoes everything the block wrote.
+        try:
+            await self.rollback()
+        finally:
+            await self.session.close()
 
     async def commit(self) -> None:
         """Make the block's writes permanent."""
@@ -117,10 +128,3 @@ class SqlAlchemyUnitOfWork:
     async def rollback(self) -> None:
         """Discard the block's writes."""
         await self.session.rollback()
-
-
-@asynccontextmanager
-async def open_unit_of_work(session_factory: SessionFactory) -> AsyncIterator[SqlAlchemyUnitOfWork]:
-    """A unit of work over a session of its own from `session_factory`, closed afterwards."""
-    async with db_session(session_factory) as session:
-        yield SqlAlchemyUnitOfWork(session)

@@ -27,7 +27,7 @@ from worker.repositories.user import UserCommand, UserRepository
 from worker.services import users
 from worker.services.erasure import ErasureKeys
 from worker.services.outcome import UserOutcome
-from worker.services.unit_of_work import SqlAlchemyUnitOfWork, open_unit_of_work
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 
 KEYS = ErasureKeys([TEST_ERASURE_KEY])
 RETENTION = 60.0
@@ -55,8 +55,8 @@ def command(
 async def apply(
     sessions: SessionFactory, *commands: UserCommand, retention: float = 3600
 ) -> list[UserOutcome]:
-    async with open_unit_of_work(sessions) as uow:
-        return await users.apply_commands(uow, list(commands), retention=retention)
+    uow = SqlAlchemyUnitOfWork(sessions)
+    return await users.apply_commands(uow, list(commands), retention=retention)
 
 
 async def backend(session: AsyncSession) -> int:
@@ -156,7 +156,9 @@ async def test_a_command_waits_for_a_purge_in_progress_and_then_meets_no_tombsto
     provision = command("provision_user", "ada@x.example", now - 30 * MICROS, role="member")
 
     async def provision_in(session: AsyncSession) -> UserOutcome:
-        return await users.apply_command(SqlAlchemyUnitOfWork(session), provision, retention=RETENTION)
+        return await users.apply_command(
+            SqlAlchemyUnitOfWork(lambda: session), provision, retention=RETENTION
+        )
 
     async with connection(sessions) as (b, b_pid), connection(sessions) as (a, a_pid):
         assert await UserRepository(b).purge_states(retention=RETENTION, batch=10) == 1
@@ -195,7 +197,7 @@ async def test_a_provision_waits_for_an_erase_in_progress_and_then_meets_its_sta
     assert digest is not None
 
     async def provision_in(session: AsyncSession) -> UserOutcome:
-        return await users.apply_command(SqlAlchemyUnitOfWork(session), provision, retention=3600)
+        return await users.apply_command(SqlAlchemyUnitOfWork(lambda: session), provision, retention=3600)
 
     async with connection(sessions) as (a, a_pid), connection(sessions) as (b, b_pid):
         erasing = UserRepository(a)
@@ -232,7 +234,7 @@ async def test_the_lock_takes_people_in_key_order_whatever_order_the_commands_co
         return [command("set_user_role", e, base + at, role=role, job_id=f"job-{at}") for e in order]
 
     async def run(session: AsyncSession, commands: list[UserCommand]) -> list[UserOutcome]:
-        return await users.apply_commands(SqlAlchemyUnitOfWork(session), commands, retention=3600)
+        return await users.apply_commands(SqlAlchemyUnitOfWork(lambda: session), commands, retention=3600)
 
     async with (
         connection(sessions) as (holder, holder_pid),
@@ -281,10 +283,12 @@ async def test_groups_with_overlapping_people_in_opposite_orders_never_deadlock(
             await asyncio.gather(backend(a), backend(b))  # both on their connections before either locks
             forwards, backwards = await both(
                 users.apply_commands(
-                    SqlAlchemyUnitOfWork(a), group(function, emails, 2 * round_, "admin"), retention=3600
+                    SqlAlchemyUnitOfWork(lambda: a),
+                    group(function, emails, 2 * round_, "admin"),
+                    retention=3600,
                 ),
                 users.apply_commands(
-                    SqlAlchemyUnitOfWork(b),
+                    SqlAlchemyUnitOfWork(lambda: b),
                     group(function, emails[::-1], 2 * round_ + 1, "viewer"),
                     retention=3600,
                 ),

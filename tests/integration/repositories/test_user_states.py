@@ -13,7 +13,6 @@ import hmac
 import itertools
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import pytest
@@ -40,7 +39,7 @@ from worker.services import maintenance, users
 from worker.services.erasure import NO_ERASURE_KEYS, ErasureKeys
 from worker.services.maintenance import ErasureNotConfigured
 from worker.services.outcome import UserOutcome
-from worker.services.unit_of_work import open_unit_of_work
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 
 HASH_A = hash_password("first passphrase")
 HASH_B = hash_password("second passphrase")
@@ -88,8 +87,8 @@ class Db:
         return self.base + int(seconds * MICROS)
 
     async def apply(self, *commands: UserCommand, retention: float = RETENTION) -> list[UserOutcome]:
-        async with open_unit_of_work(self.sessions) as uow:
-            return await users.apply_commands(uow, list(commands), retention=retention)
+        uow = SqlAlchemyUnitOfWork(self.sessions)
+        return await users.apply_commands(uow, list(commands), retention=retention)
 
     async def one(self, cmd: UserCommand, retention: float = RETENTION) -> UserOutcome:
         (outcome,) = await self.apply(cmd, retention=retention)
@@ -97,7 +96,7 @@ class Db:
 
     async def dry_run(self, *commands: UserCommand) -> list[Applied]:
         """What the merge would do, in a transaction that is rolled back."""
-        async with open_unit_of_work(self.sessions) as uow, uow:
+        async with SqlAlchemyUnitOfWork(self.sessions) as uow:
             await uow.users.lock([c["key"] for c in commands])
             return await uow.users.apply(commands, retention=RETENTION)
 
@@ -198,8 +197,8 @@ async def test_a_batch_creates_ivan_and_dotted_ivan(db: Db) -> None:
     assert rejected == []
     entries = users.bulk_commands(valid, Stamp(db.t(1), "bulk-job"), KEYS)
 
-    async with open_unit_of_work(db.sessions) as uow:
-        outcome = await users.provision_users(uow, entries, rejected, retention=RETENTION)
+    uow = SqlAlchemyUnitOfWork(db.sessions)
+    outcome = await users.provision_users(uow, entries, rejected, retention=RETENTION)
 
     assert outcome.as_result() == {
         "created": 2,
@@ -304,8 +303,8 @@ async def test_a_batch_of_keys_that_collide_only_under_other_case_mappings_appli
     assert rejected == [{"index": 7, "error": "email: duplicate of entry 1"}]
     entries = users.bulk_commands(valid, Stamp(db.t(1), "bulk-job"), KEYS)
 
-    async with open_unit_of_work(db.sessions) as uow:
-        outcome = await users.provision_users(uow, entries, rejected, retention=RETENTION)
+    uow = SqlAlchemyUnitOfWork(db.sessions)
+    outcome = await users.provision_users(uow, entries, rejected, retention=RETENTION)
 
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (7, 0, 0, 0)
     assert outcome.rejected == [{"index": 7, "error": "email: duplicate of entry 1"}]
@@ -314,8 +313,8 @@ async def test_a_batch_of_keys_that_collide_only_under_other_case_mappings_appli
     )
 
     again = users.bulk_commands(valid, Stamp(db.t(2), "bulk-job-2"), KEYS)
-    async with open_unit_of_work(db.sessions) as uow:
-        second = await users.provision_users(uow, again, [], retention=RETENTION)
+    uow = SqlAlchemyUnitOfWork(db.sessions)
+    second = await users.provision_users(uow, again, [], retention=RETENTION)
     assert (second.created, second.updated, second.unchanged, second.superseded) == (0, 0, 7, 0)
 
 
@@ -334,8 +333,8 @@ async def test_an_expired_intent_is_reported_once_and_keeps_its_role_and_stamp(d
         reports.append(expired)
 
     async def expire() -> list[ExpiredIntent]:
-        async with open_unit_of_work(db.sessions) as uow:
-            return await maintenance.expire_intents(uow, report, window=0, batch=10)
+        uow = SqlAlchemyUnitOfWork(db.sessions)
+        return await maintenance.expire_intents(uow, report, window=0, batch=10)
 
     expired = await expire()
     assert sorted(expired) == [
@@ -380,8 +379,8 @@ def digest(secret: str, email: str) -> bytes:
 
 
 async def erase(db: Db, email: str, erasure: ErasureKeys = KEYS) -> tuple[int, int] | None:
-    async with open_unit_of_work(db.sessions) as uow:
-        return await maintenance.erase(uow, email, erasure)
+    uow = SqlAlchemyUnitOfWork(db.sessions)
+    return await maintenance.erase(uow, email, erasure)
 
 
 async def traces(db: Db, email: str) -> list[tuple[Any, ...]]:
@@ -520,8 +519,8 @@ async def test_a_batch_entry_just_outside_the_window_is_rejected_and_writes_noth
     )
     entries = users.bulk_commands(valid, Stamp(now, "bulk-job"), KEYS)
 
-    async with open_unit_of_work(db.sessions) as uow:
-        outcome = await users.provision_users(uow, entries, rejected, retention=60)
+    uow = SqlAlchemyUnitOfWork(db.sessions)
+    outcome = await users.provision_users(uow, entries, rejected, retention=60)
 
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (1, 0, 0, 0)
     assert outcome.rejected == [{"index": 1, "error": users.REFUSED_ENTRY}]
@@ -538,7 +537,7 @@ async def test_purge_removes_a_tombstone_older_than_retention_and_keeps_a_newer_
     )
 
     purged = await maintenance.purge_tombstones(
-        partial(open_unit_of_work, db.sessions),
+        SqlAlchemyUnitOfWork(db.sessions),
         retention=60,
         deadline=time.monotonic() + 60,
         clock=time.monotonic,

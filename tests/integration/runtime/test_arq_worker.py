@@ -1,4 +1,4 @@
-"""ProvisioningWorker on the real Redis: the Lua claim, the room for large jobs, the batched read."""
+"""ProvisioningWorker on the real Redis: the batched read, and the room for large jobs."""
 
 from __future__ import annotations
 
@@ -13,56 +13,8 @@ from redis.asyncio.client import Pipeline
 
 from tests.support.ids import new_id
 from tests.support.worker_runner import run_burst
-from worker.runtime.arq_worker import CLAIM_SCRIPT, LARGE_JOB_BYTES
+from worker.runtime.claim import LARGE_JOB_BYTES
 from worker.settings import Settings
-
-
-async def test_the_claim_takes_due_queued_jobs_not_running_up_to_the_free_slots(
-    redis: ArqRedis, settings: Settings
-) -> None:
-    """On the real Redis (fakeredis runs no Lua): the run's own queue and job ids."""
-    queue, now = settings.queue_name, 1_000_000
-    due1, running, later, gone, due2, due3 = (
-        new_id(name) for name in ("due1", "run", "later", "gone", "due2", "due3")
-    )
-    await redis.zadd(
-        queue, {due1: now - 5, running: now - 4, later: now + 1000, due2: now - 3, due3: now - 2}
-    )
-    await redis.set(f"arq:in-progress:{running}", b"1", px=60_000)
-    claim = redis.register_script(CLAIM_SCRIPT)
-
-    head: list[str | int] = [now, 15_000, 2, "arq:in-progress:", "arq:job:", LARGE_JOB_BYTES, 2]
-    claimed = await claim(keys=[queue], args=[*head, due1, running, later, gone, due2, due3])
-
-    assert claimed == [due1.encode(), b"999995", 0, due2.encode(), b"999997", 0]  # 2 slots: due3 waits
-    assert 0 < await redis.pttl(f"arq:in-progress:{due1}") <= 15_000
-    assert (
-        await redis.exists(f"arq:in-progress:{due3}", f"arq:in-progress:{later}", f"arq:in-progress:{gone}")
-        == 0
-    )
-
-
-async def test_the_claim_takes_large_jobs_only_up_to_their_own_room(
-    redis: ArqRedis, settings: Settings
-) -> None:
-    """Bulk batches beyond the room stay queued (for another worker, or a later poll); small jobs
-    behind them are still claimed."""
-    queue, now = settings.queue_name, 1_000_000
-    big1, big2, small, big3 = (new_id(name) for name in ("big1", "big2", "small", "big3"))
-    await redis.zadd(queue, {big1: now - 4, big2: now - 3, small: now - 2, big3: now - 1})
-    for job_id in (big1, big2, big3):
-        await redis.set(f"arq:job:{job_id}", b"x" * LARGE_JOB_BYTES, px=60_000)
-    await redis.set(f"arq:job:{small}", b"x" * (LARGE_JOB_BYTES - 1), px=60_000)
-    claim = redis.register_script(CLAIM_SCRIPT)
-
-    claimed = await claim(
-        keys=[queue],
-        args=[now, 15_000, 10, "arq:in-progress:", "arq:job:", LARGE_JOB_BYTES, 1, big1, big2, small, big3],
-    )
-
-    assert claimed == [big1.encode(), b"999996", 1, small.encode(), b"999998", 0]
-    assert await redis.exists(f"arq:in-progress:{big2}", f"arq:in-progress:{big3}") == 0
-    assert await redis.zcard(queue) == 4  # claiming leaves jobs queued until they finish
 
 
 async def _job_try(ctx: dict[str, Any]) -> int:

@@ -20,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.settings import make_settings
 from worker.client import connect_redis
 from worker.db.session import SessionFactory
-from worker.passwords.sealing import new_seal_key
+from worker.jobs.sealing import new_seal_key
 from worker.runtime.arq_worker import ProvisioningWorker
 from worker.runtime.health import record_prefix
-from worker.runtime.wiring import worker_settings
 from worker.scim.app import create_app
 from worker.settings import Settings
+from worker.wiring import worker_settings
 
 SCIM = "application/scim+json"
 OLD_TOKEN = "scim-test-old-" + uuid.uuid4().hex

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,7 +12,7 @@ from worker.jobs.identity import identity_key
 from worker.jobs.stamps import MICROS, now_micros
 from worker.runtime.context import WorkerContext
 from worker.services import maintenance, users
-from worker.services.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWork
+from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 from worker.settings import Settings
 
 DAY = 24 * 3600
@@ -24,24 +21,23 @@ RETENTION = 30 * DAY  # the settings' TOMBSTONE_RETENTION
 
 async def _apply(sessions: SessionFactory, function: str, email: str, as_of: int) -> None:
     """Apply a command, accepting stamps up to 50 days old (the purge keeps only 30)."""
-    async with sessions() as session:
-        outcome = await users.apply_command(
-            SqlAlchemyUnitOfWork(session),
-            {
-                "key": identity_key(email),
-                "email": email,
-                "function": function,
-                "role": "member" if function == "provision_user" else None,
-                "hashed_password": None,
-                "as_of": as_of,
-                "job_id": f"{function}-{email}",
-                "digest": None,
-                "old_digest": None,
-                "active": None,
-                "external_id": None,
-            },
-            retention=50 * DAY,
-        )
+    outcome = await users.apply_command(
+        SqlAlchemyUnitOfWork(sessions),
+        {
+            "key": identity_key(email),
+            "email": email,
+            "function": function,
+            "role": "member" if function == "provision_user" else None,
+            "hashed_password": None,
+            "as_of": as_of,
+            "job_id": f"{function}-{email}",
+            "digest": None,
+            "old_digest": None,
+            "active": None,
+            "external_id": None,
+        },
+        retention=50 * DAY,
+    )
     assert outcome.status != "refused"
 
 
@@ -83,17 +79,9 @@ async def test_a_purge_stops_at_its_deadline_and_the_next_run_carries_on(
     monkeypatch.setattr(maintenance, "PURGE_BATCH", 1)
     ticks = iter([0.0, 0.0, 99.0])  # time for two batches, then the deadline has passed
 
-    @asynccontextmanager
-    async def new_uow() -> AsyncIterator[UnitOfWork]:
-        async with committing_sessions() as session:
-            yield SqlAlchemyUnitOfWork(session)
-
+    uow = SqlAlchemyUnitOfWork(committing_sessions)
     assert (
-        await maintenance.purge_tombstones(
-            new_uow, retention=RETENTION, deadline=1.0, clock=lambda: next(ticks)
-        )
+        await maintenance.purge_tombstones(uow, retention=RETENTION, deadline=1.0, clock=lambda: next(ticks))
         == 2
     )
-    assert (
-        await maintenance.purge_tombstones(new_uow, retention=RETENTION, deadline=1.0, clock=lambda: 0.0) == 1
-    )
+    assert await maintenance.purge_tombstones(uow, retention=RETENTION, deadline=1.0, clock=lambda: 0.0) == 1

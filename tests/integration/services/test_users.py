@@ -67,7 +67,7 @@ def as_user_command(command: Command) -> UserCommand:
 
 async def run(session: AsyncSession, command: Command) -> UserOutcome:
     return await users.apply_command(
-        SqlAlchemyUnitOfWork(session), as_user_command(command), retention=RETENTION
+        SqlAlchemyUnitOfWork(lambda: session), as_user_command(command), retention=RETENTION
     )
 
 
@@ -262,7 +262,9 @@ async def test_a_batch_counts_superseded_entries(db_session: AsyncSession) -> No
     batch = [
         (i, as_user_command(c("provision_users", f"b{i}@example.com", 3, "member"))) for i in range(1, 5)
     ]
-    outcome = await users.provision_users(SqlAlchemyUnitOfWork(db_session), batch, [], retention=RETENTION)
+    outcome = await users.provision_users(
+        SqlAlchemyUnitOfWork(lambda: db_session), batch, [], retention=RETENTION
+    )
     assert (outcome.created, outcome.updated, outcome.unchanged, outcome.superseded) == (2, 0, 0, 2)
 
 
@@ -270,7 +272,7 @@ async def test_a_failing_unit_of_work_writes_nothing(db_session: AsyncSession) -
     too_long = "x" * 400 + "@example.com"  # longer than the column: PostgreSQL refuses the insert
     with pytest.raises(Exception, match="value too long"):
         await users.apply_commands(
-            SqlAlchemyUnitOfWork(db_session),
+            SqlAlchemyUnitOfWork(lambda: db_session),
             [
                 as_user_command(c("provision_user", "ok@example.com", 1, "admin")),
                 as_user_command(c("provision_user", too_long, 1, "admin")),
@@ -345,12 +347,14 @@ async def test_a_command_older_than_the_retention_is_refused_and_writes_nothing(
     db_session: AsyncSession,
 ) -> None:
     old = Command("provision_user", "late@example.com", now_micros() - 2 * DAY * MICROS, "job-late", "admin")
-    outcome = await users.apply_command(SqlAlchemyUnitOfWork(db_session), as_user_command(old), retention=DAY)
+    outcome = await users.apply_command(
+        SqlAlchemyUnitOfWork(lambda: db_session), as_user_command(old), retention=DAY
+    )
     assert outcome.as_result() == {"status": "refused", "email": "late@example.com"}
     assert await states(db_session) == {}
     assert await db_session.scalar(text("SELECT count(*) FROM user_changes")) == 0
     recent = await users.apply_command(
-        SqlAlchemyUnitOfWork(db_session),
+        SqlAlchemyUnitOfWork(lambda: db_session),
         as_user_command(c("provision_user", "late@example.com", 1, "admin")),
         retention=DAY,
     )

@@ -1,93 +1,46 @@
-"""ProvisioningWorker's Redis plumbing on fakeredis: batched finishes and the read-ahead of job bodies."""
+"""ProvisioningWorker's construction: ARQ's signature (what ARQ's command line passes it) and its
+state, set from the settings in `ctx`."""
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
+import inspect
 
+import arq.worker
 import pytest
-from arq.connections import ArqRedis
-from redis.exceptions import ResponseError
+from arq.worker import Worker, func, get_kwargs
 
-from tests.unit.conftest import FAKE_QUEUE
-from worker.runtime.arq_worker import FinishBatches, _finish_commands, _ReadAhead
-
-QUEUE = FAKE_QUEUE
+from worker.runtime.arq_worker import ProvisioningWorker
+from worker.settings import Settings
 
 
-def finished(job_id: str, result: bytes, queue: str = QUEUE) -> partial[int]:
-    return partial(
-        _finish_commands,
-        job_id=job_id,
-        queue_name=queue,
-        finish=True,
-        result_data=result,
-        result_timeout_s=60,
-        keep_result_forever=False,
-        incr_score=None,
-        keep_in_progress=None,
+async def _noop(ctx: dict[str, object]) -> None:
+    return None
+
+
+def test_arq_passes_it_every_setting_it_passes_its_own_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARQ's command line keeps the settings the class's signature names (`arq.worker.get_kwargs`)."""
+    settings = {"functions": [func(_noop, name="noop")], "max_jobs": 7, "not_a_worker_setting": 1}
+    monkeypatch.setattr(arq.worker, "Worker", ProvisioningWorker)  # as importing worker.main does
+
+    assert inspect.signature(ProvisioningWorker).parameters == inspect.signature(Worker).parameters
+    assert set(get_kwargs(settings)) == {"functions", "max_jobs"}
+
+
+async def test_its_state_is_set_when_it_is_built(settings: Settings) -> None:
+    worker = ProvisioningWorker(
+        functions=[func(_noop, name="noop")],
+        handle_signals=False,
+        ctx={"settings": settings.model_copy(update={"bulk_concurrency": 3, "redis_max_outage": 12.0})},
     )
 
-
-async def test_jobs_finishing_together_share_one_transaction(
-    fake_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for job_id in ("a", "b", "c"):
-        await fake_redis.set(f"arq:job:{job_id}", b"{}")
-        await fake_redis.set(f"arq:in-progress:{job_id}", b"1")
-        await fake_redis.zadd(QUEUE, {job_id: 1})
-    transactions = 0
-    pipeline = fake_redis.pipeline
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal transactions
-        transactions += 1
-        return pipeline(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(fake_redis, "pipeline", counting)
-    batches = FinishBatches(fake_redis)
-
-    await asyncio.gather(*(batches.write(finished(job_id, job_id.encode())) for job_id in ("a", "b", "c")))
-
-    assert transactions == 1
-    assert await fake_redis.zcard(QUEUE) == 0
-    assert await fake_redis.exists("arq:job:a", "arq:in-progress:b", "arq:job:c") == 0
-    assert [await fake_redis.get(f"arq:result:{j}") for j in "abc"] == [b"a", b"b", b"c"]
-    assert 0 < await fake_redis.pttl("arq:result:a") <= 60_000
+    assert worker.large_job_limit == 6
+    assert worker.outages.max_outage == 12.0
+    assert worker.outages.unwritten == {}
+    assert worker.claim.script.startswith("-- Claims due jobs")
 
 
-async def test_a_job_whose_commands_fail_gets_its_own_error_and_the_others_are_written(
-    fake_redis: ArqRedis,
-) -> None:
-    await fake_redis.set("not-a-queue", b"a string, where a sorted set is expected")
-    batches = FinishBatches(fake_redis)
+async def test_without_our_settings_it_keeps_arqs_defaults() -> None:
+    worker = ProvisioningWorker(functions=[func(_noop, name="noop")], handle_signals=False, max_jobs=4)
 
-    outcomes = await asyncio.gather(
-        batches.write(finished("good", b"ok")),
-        batches.write(finished("bad", b"never mind", queue="not-a-queue")),
-        return_exceptions=True,
-    )
-
-    assert outcomes[0] is None
-    assert isinstance(outcomes[1], ResponseError)
-    assert "WRONGTYPE" in str(outcomes[1])
-    assert await fake_redis.get("arq:result:good") == b"ok"
-
-
-async def test_a_job_asking_other_commands_than_its_batch_read_gets_them_from_redis(
-    fake_redis: ArqRedis,
-) -> None:
-    await fake_redis.set("arq:job:j", b"body")
-    read = _ReadAhead(fake_redis, "j", ["from the batch", 1, True], allow_abort=False)
-    async with read as pipe:
-        pipe.get("arq:job:j")
-        pipe.incr("arq:retry:j")
-        pipe.expire("arq:retry:j", 88400)
-        assert await pipe.execute() == ["from the batch", 1, True]
-
-    other = _ReadAhead(fake_redis, "j", ["from the batch", 1, True, 0], allow_abort=True)
-    async with other as pipe:
-        pipe.get("arq:job:j")
-        pipe.incr("arq:retry:j")
-        pipe.expire("arq:retry:j", 88400)
-        assert await pipe.execute() == [b"body", 1, True]  # no ZREM of the abort set: not the batch's
+    assert worker.large_job_limit == 4
+    assert worker.outages.max_outage == 300.0

@@ -1,28 +1,15 @@
-"""The failure taxonomy where no service is needed (a refused connection), the backoff, and what a task
-makes of a transient failure."""
+"""The backoff, and what a task makes of a transient failure (PostgreSQL refusing, faked by the tier's
+conftest; tests/integration/runtime/test_refused_connections.py refuses for real)."""
 
 from __future__ import annotations
 
 import pytest
 from arq.worker import Retry
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.contexts import job_context
-from tests.support.tcp_proxy import free_port
 from worker import tasks
 from worker.jobs.errors import GaveUp
-from worker.runtime.retries import backoff_delay, is_transient
-
-
-async def test_a_refused_connection_is_transient() -> None:
-    engine = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
-    try:
-        with pytest.raises(OSError, match=r"Connect call failed|Connection refused") as failure:
-            async with engine.connect():
-                pass
-    finally:
-        await engine.dispose()
-    assert is_transient(failure.value)
+from worker.retrying import backoff_delay
 
 
 @pytest.mark.parametrize("job_try", range(1, 12))
@@ -34,7 +21,7 @@ def test_backoff_grows_exponentially_within_its_cap_with_jitter(job_try: int) ->
 
 
 async def test_a_task_turns_a_transient_failure_into_a_deferred_retry() -> None:
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"
+    url = "postgresql+asyncpg://postgres@127.0.0.1:1/x"
     async with job_context(url, job_try=3, retry_base_delay=2.0, retry_max_delay=60.0) as ctx:
         with pytest.raises(Retry) as retry:
             await tasks.provision_user(ctx, email="r@example.com", role="member")
@@ -43,7 +30,7 @@ async def test_a_task_turns_a_transient_failure_into_a_deferred_retry() -> None:
 
 
 async def test_the_last_try_fails_with_the_reason_instead_of_retrying() -> None:
-    url = f"postgresql+asyncpg://postgres:pw-hidden@127.0.0.1:{free_port()}/x"
+    url = "postgresql+asyncpg://postgres:pw-hidden@127.0.0.1:1/x"
     async with job_context(url, job_try=10, max_tries=10) as ctx:
         with pytest.raises(
             GaveUp, match=r"gave up after 10 tries; last error ConnectionRefusedError"

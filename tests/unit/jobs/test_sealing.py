@@ -9,7 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from worker.jobs.errors import SealedPasswordRefused
-from worker.passwords.sealing import KeyRing, new_seal_key, seal_password
+from worker.jobs.sealing import KeyRing, new_seal_key, seal_password
 
 DAY = 24 * 3600
 

@@ -1,4 +1,4 @@
-"""Loaded before ARQ's tests (`-p tests.arq_compat.plugin`): they then build our worker.
+"""Loaded first (`-p tests.integration.runtime.arq_compat.plugin`): ARQ's tests then build our worker.
 
 Importing `worker.main` points `arq.worker.Worker` at `ProvisioningWorker`, exactly as
 `arq worker.main.WorkerSettings` does, so `from arq.worker import Worker` in ARQ's tests gets it.

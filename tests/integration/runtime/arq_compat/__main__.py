@@ -4,8 +4,8 @@
 2. Builds a venv with our pinned runtime, this project, and the test tools ARQ's lock file pins.
 3. Replaces the suite's testcontainers fixtures with a private redis-server on a port of its own
    (the suite calls FLUSHALL: it must never see the shared Redis), and runs test_worker.py,
-   test_jobs.py, test_main.py and test_cron.py with `-p tests.arq_compat.plugin`, which makes
-   `arq.worker.Worker` our `ProvisioningWorker`.
+   test_jobs.py, test_main.py and test_cron.py with `-p tests.integration.runtime.arq_compat.plugin`,
+   which makes `arq.worker.Worker` our `ProvisioningWorker`.
 Exits with pytest's status. Everything lives under .arq-compat/ (git-ignored).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.support.servers import private_redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 WORK = ROOT / ".arq-compat"
 VENV = WORK / "venv"
 SUITE = ("test_worker.py", "test_jobs.py", "test_main.py", "test_cron.py")
@@ -47,7 +47,7 @@ def test_redis_host() -> str:
 
 @pytest.fixture(scope='session')
 def test_redis_port() -> int:
-    return int(os.environ['ARQ_COMPAT_REDIS_PORT'])  # a private redis-server (tests/arq_compat)
+    return int(os.environ['ARQ_COMPAT_REDIS_PORT'])  # a private redis-server (arq_compat)
 """
 
 
@@ -126,7 +126,7 @@ def main() -> int:
             "-m",
             "pytest",
             "-p",
-            "tests.arq_compat.plugin",
+            "tests.integration.runtime.arq_compat.plugin",
             "-o",
             "filterwarnings=ignore",
             "-o",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from functools import partial
 from typing import Any
 
 from arq import cron
@@ -13,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
-from worker.jobs.errors import first_line
+from worker.jobs.sealing import KeyRing
 from worker.jobs.serialization import deserialize, serialize
 from worker.passwords.hashing import PasswordHashing
-from worker.passwords.sealing import KeyRing
+from worker.retrying import cannot_reach, retry_within
 from worker.runtime import metrics
 from worker.runtime.context import WorkerContext
 from worker.runtime.group_commit import CommandGroups
@@ -31,6 +32,10 @@ from worker.tasks import TASKS
 logger = logging.getLogger(__name__)
 
 UNDEFINED_DATABASE = "3D000"  # SQLSTATE invalid_catalog_name
+DATABASE_WAIT_BASE = 0.25
+"""Seconds before the second try to reach PostgreSQL at start-up (then doubling, jittered)."""
+DATABASE_WAIT_CAP = 5.0
+"""Seconds between tries at most: the worker starts at most this long after PostgreSQL does."""
 
 
 class StartupError(SystemExit):
@@ -77,31 +82,39 @@ async def startup(ctx: WorkerContext) -> None:
 
 async def _wait_for_database(engine: AsyncEngine, settings: Settings) -> SchemaState:
     """Read the schema state, retrying an unreachable database for up to `startup_db_wait` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.startup_db_wait
-    delay = 0.25
-    while True:
-        try:
-            return await schema_state(engine)
-        except (OSError, SQLAlchemyError) as error:
-            if _sqlstate(error) == UNDEFINED_DATABASE:
-                raise StartupError(
-                    f"database {engine.url.database!r} does not exist at {settings.database_url_masked}: "
-                    "run `make db-create` (or fix DATABASE_URL)"
-                ) from None
-            if not is_transient(error) or loop.time() + delay > deadline:
-                raise StartupError(
-                    f"cannot reach PostgreSQL at {settings.database_url_masked} "
-                    f"({type(error).__name__}: {first_line(error)}): start it, or fix DATABASE_URL"
-                ) from None
-            logger.warning(
-                "PostgreSQL at %s is not reachable yet (%s); retrying for up to %.0fs",
-                settings.database_url_masked,
-                type(error).__name__,
-                deadline - loop.time(),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def retryable(error: Exception) -> bool:
+        return (
+            isinstance(error, OSError | SQLAlchemyError)
+            and _sqlstate(error) != UNDEFINED_DATABASE
+            and is_transient(error)
+        )
+
+    def waiting(error: Exception, left: float) -> None:
+        logger.warning(
+            "PostgreSQL at %s is not reachable yet (%s); retrying for up to %.0fs",
+            settings.database_url_masked,
+            type(error).__name__,
+            left,
+        )
+
+    try:
+        return await retry_within(
+            partial(schema_state, engine),
+            within=settings.startup_db_wait,
+            retryable=retryable,
+            base=DATABASE_WAIT_BASE,
+            cap=DATABASE_WAIT_CAP,
+            waiting=waiting,
+        )
+    except (OSError, SQLAlchemyError) as error:
+        if _sqlstate(error) == UNDEFINED_DATABASE:
+            raise StartupError(
+                f"database {engine.url.database!r} does not exist at {settings.database_url_masked}: "
+                "run `make db-create` (or fix DATABASE_URL)"
+            ) from None
+        unreachable = cannot_reach("PostgreSQL", settings.database_url_masked, error)
+        raise StartupError(f"{unreachable}: start it, or fix DATABASE_URL") from None
 
 
 async def _warm_pool(engine: AsyncEngine, connections: int) -> None:

@@ -1,0 +1,1 @@
+ON CONFLICT (key) DO UPDATE SET key_version = EXCLUDED.key_version WHERE false
