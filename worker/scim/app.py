@@ -4,7 +4,7 @@ builds the database engine and a `ProvisioningClient` on its own Redis pool (not
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 
@@ -89,34 +89,32 @@ async def _service_provider_config(request: Request) -> Response:
     return scim_response(discovery.service_provider_config(str(request.base_url)))
 
 
-async def _resource_types(request: Request) -> Response:
-    return scim_response(discovery.listed(discovery.resource_types(str(request.base_url))))
-
-
-async def _resource_type(request: Request) -> Response:
-    found = _with_id(discovery.resource_types(str(request.base_url)), request.path_params["name"])
-    if found is None:
-        raise ScimError(404, "no such resource type: this service serves User")
-    return scim_response(discovery.one(found))
-
-
-async def _schemas(request: Request) -> Response:
-    return scim_response(discovery.listed(discovery.schemas(str(request.base_url))))
-
-
-async def _schema(request: Request) -> Response:
-    found = _with_id(discovery.schemas(str(request.base_url)), request.path_params["schema_id"])
-    if found is None:
-        raise ScimError(404, "no such schema")
-    return scim_response(discovery.one(found))
-
-
 ItemT = TypeVar("ItemT", ResourceType, Schema)
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _with_id(items: Sequence[ItemT], wanted: str) -> ItemT | None:
-    """The discovery document whose `id` is `wanted`, if any."""
-    return next((item for item in items if item.id == wanted), None)
+def _discovery(
+    documents: Callable[[str], list[ItemT]], id_param: str, missing: str
+) -> tuple[Endpoint, Endpoint]:
+    """The endpoints of a discovery collection: all of its documents, and one by id (404 if none)."""
+
+    async def listed(request: Request) -> Response:
+        return scim_response(discovery.listed(documents(str(request.base_url))))
+
+    async def one(request: Request) -> Response:
+        wanted = request.path_params[id_param]
+        found = next((item for item in documents(str(request.base_url)) if item.id == wanted), None)
+        if found is None:
+            raise ScimError(404, missing)
+        return scim_response(discovery.one(found))
+
+    return listed, one
+
+
+_resource_types, _resource_type = _discovery(
+    discovery.resource_types, "name", "no such resource type: this service serves User"
+)
+_schemas, _schema = _discovery(discovery.schemas, "schema_id", "no such schema")
 
 
 async def _not_implemented(request: Request) -> Response:
