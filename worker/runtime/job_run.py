@@ -58,7 +58,7 @@ async def run_job(
     metrics.JOBS_STARTED.labels(function).inc()
     metrics.JOBS_IN_PROGRESS.inc()
     try:
-        result = await _attempt(ctx, function, model, runner, args, kwargs)
+        result = await _attempt(ctx, function, runner, parse_payload(model, function, args, kwargs))
     except Retry as retry:
         run.end("retried", retry.__cause__)
         raise
@@ -82,15 +82,7 @@ async def run_job(
         log_job_event(run)
 
 
-async def _attempt(
-    ctx: JobContext,
-    function: str,
-    model: type[PayloadT],
-    runner: Runner[PayloadT],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> JobResult:
-    command = parse_payload(model, function, args, kwargs)
+async def _attempt(ctx: JobContext, function: str, runner: Runner[PayloadT], command: PayloadT) -> JobResult:
     settings = ctx["settings"]
     try:
         async with asyncio.timeout(settings.job_timeout * DEADLINE_SHARE):
