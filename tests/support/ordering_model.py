@@ -330,9 +330,18 @@ class People:
         return states_sure, states_maybe, erased_sure, erased_maybe - erased_sure
 
     def purged(self, states: Iterable[str], erased: Iterable[str]) -> None:
-        """The purge deleted these state rows and erased stamps."""
+        """The purge deleted these state rows and erased stamps.
+
+        A purged state row takes with it what it held for a person with no user (the values of an
+        update newer than the last delete): every command accepted later is newer than all of its
+        stamps and meets a fresh person, as after an erasure at its newest stamp (the audit trail
+        stays).
+        """
         for key in states:
             del self.state_stamps[key]
+            newest = self.newest(key)
+            if newest is not None:
+                self.events[key].append(Erasure(newest))
         for key in erased:
             del self.erased[key]
 
