@@ -1,4 +1,4 @@
-"""The worker's wiring: ARQ settings, startup checks (database reachable and at head), shutdown."""
+"""The composition root: ARQ settings, startup checks (database reachable and at head), shutdown."""
 
 from __future__ import annotations
 
