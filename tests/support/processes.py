@@ -46,19 +46,21 @@ def run_module(
     )
 
 
-def start_worker(settings: Settings, log_path: Path, **extra: object) -> subprocess.Popen[bytes]:
-    """Start `arq worker.main.WorkerSettings`, its output going to `log_path`."""
+def start_module(*args: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `python -m <args>` from the project root, its output going to `log_path`."""
     log = log_path.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "arq", "worker.main.WorkerSettings"],
-            cwd=ROOT,
-            env=worker_env(settings, **extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     finally:
         log.close()  # the child has its own descriptor
+
+
+def start_worker(settings: Settings, log_path: Path, **extra: object) -> subprocess.Popen[bytes]:
+    """Start `arq worker.main.WorkerSettings`, its output going to `log_path`."""
+    env = worker_env(settings, **extra)
+    return start_module("arq", "worker.main.WorkerSettings", env=env, log_path=log_path)
 
 
 def stop(process: subprocess.Popen[bytes], *, timeout: float = 30) -> int:

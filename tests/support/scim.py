@@ -8,9 +8,7 @@ tests can read (`ScimStack.logs()`), JSON lines.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,21 +21,15 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.processes import ROOT, stop, worker_env
+from tests.support.processes import start_module, start_worker, stop, worker_env
 from tests.support.settings import make_settings
+from tests.support.tcp_proxy import free_port
 from worker.jobs.sealing import new_seal_key
 from worker.runtime.health import record_prefix
 from worker.settings import Settings
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 BASE_PATH = "/scim/v2"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def new_token() -> str:
@@ -101,41 +93,30 @@ def scim_settings(database_url: str, **overrides: Any) -> Settings:
     return make_settings(database_url, **values)
 
 
-def scim_env(settings: Settings, **extra: object) -> dict[str, str]:
-    """The environment of both processes: `settings`, its SCIM and sealing settings, JSON logs."""
-    values: dict[str, object] = {
+def _scim_values(settings: Settings) -> dict[str, object]:
+    """`settings`' SCIM and sealing settings, which both processes need."""
+    return {
         "scim_host": settings.scim_host,
         "scim_port": settings.scim_port,
         "scim_job_wait": settings.scim_job_wait,
         "seal_keys": ",".join(settings.seal_key_list),
         "scim_tokens": ",".join(settings.scim_token_list),
     }
-    values.update(extra)
-    return worker_env(settings, **values)
+
+
+def scim_env(settings: Settings, **extra: object) -> dict[str, str]:
+    """The environment of both processes: `settings`, its SCIM and sealing settings, JSON logs."""
+    return worker_env(settings, **{**_scim_values(settings), **extra})
 
 
 def start_scim(settings: Settings, log_path: Path, **extra: object) -> subprocess.Popen[bytes]:
     """Start `python -m worker scim`, its output going to `log_path`."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "scim"],
-            cwd=ROOT,
-            env=scim_env(settings, **extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    return start_module("worker", "scim", env=scim_env(settings, **extra), log_path=log_path)
 
 
 def start_scim_worker(settings: Settings, log_path: Path, **extra: object) -> subprocess.Popen[bytes]:
     """Start a worker (`arq worker.main.WorkerSettings`) on `settings`' queue, with the seal keys."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "arq", "worker.main.WorkerSettings"],
-            cwd=ROOT,
-            env=scim_env(settings, health_check_interval=1, **extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    return start_worker(settings, log_path, **{**_scim_values(settings), "health_check_interval": 1, **extra})
 
 
 async def wait_for_scim(

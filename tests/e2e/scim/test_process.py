@@ -15,7 +15,6 @@ from tests.support.cli import run_cli
 from tests.support.processes import run_module, stop
 from tests.support.scim import (
     ScimStack,
-    free_port,
     new_token,
     running_stack,
     scim_env,
@@ -24,6 +23,7 @@ from tests.support.scim import (
     wait_for_scim,
 )
 from tests.support.settings import make_settings
+from tests.support.tcp_proxy import free_port
 from worker.db.migrations import head_revisions
 
 pytestmark = pytest.mark.slow

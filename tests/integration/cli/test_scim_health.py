@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.scim import free_port
+from tests.support.tcp_proxy import free_port
 from tests.unit.conftest import NOWHERE_DATABASE_URL, NOWHERE_REDIS_URL
 from worker.cli.commands import main
 from worker.cli.scim_health import check_scim
