@@ -17,16 +17,6 @@ def user_id_of(text: str) -> int | None:
     return int(text)
 
 
-async def user_by_id(session: AsyncSession, user_id: int) -> User | None:
-    """The provisioned user with this id."""
-    return await session.scalar(select(User).where(User.id == user_id))
-
-
-async def user_by_key(session: AsyncSession, key: str) -> User | None:
-    """The provisioned user with this identity key."""
-    return await session.scalar(select(User).where(User.key == key))
-
-
 async def page_of_users(
     session: AsyncSession, where: ColumnElement[bool] | None, *, offset: int, limit: int
 ) -> tuple[int, Sequence[User]]:

@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from worker.db.models import User
 from worker.jobs.identity import identity_key
+from worker.repositories.user import UserRepository
 from worker.scim.bodies import read_json
 from worker.scim.discovery import DEFAULT_COUNT, MAX_RESULTS
 from worker.scim.errors import ScimError, bad_request, not_found
@@ -31,7 +32,7 @@ from worker.scim.filters import where_clause
 from worker.scim.jobs import RequestJobs, request_digest
 from worker.scim.mapping import UserChanges, UserResource, changes_of_resource, same_person
 from worker.scim.patching import patch_changes
-from worker.scim.reads import page_of_users, user_by_id, user_by_key, user_id_of
+from worker.scim.reads import page_of_users, user_id_of
 from worker.scim.resources import location, render, response_parameters, user_model
 from worker.scim.responses import scim_response
 from worker.scim.service import ScimService, service_of
@@ -92,7 +93,7 @@ async def create_user(request: Request) -> Response:
     key = identity_key(email)
     _check_password(service, changes)
     async with service.sessions() as session:
-        if await user_by_key(session, key) is not None:
+        if await UserRepository(session).get_user_by_key(key) is not None:
             raise ScimError(409, f"a user with userName {email} exists already", scim_type="uniqueness")
     role = changes.role or service.settings.scim_default_role
     client = service.client
@@ -116,7 +117,7 @@ async def create_user(request: Request) -> Response:
             )
         await jobs.wait()
         async with service.sessions() as session:
-            user = await user_by_key(session, key)
+            user = await UserRepository(session).get_user_by_key(key)
         if user is None:
             raise ScimError(409, f"a newer command for {email} (a delete) superseded this create")
         base = _base_url(request)
@@ -194,7 +195,7 @@ async def _update(
             )
         await jobs.wait(needs_user=True)
         async with service.sessions() as session:
-            current = await user_by_id(session, user_id)
+            current = await UserRepository(session).get(user_id)
         if current is None:
             raise not_found("the user no longer exists")
         return scim_response(render(current, _base_url(request)))
@@ -236,7 +237,7 @@ async def _existing(service: ScimService, resource_id: str) -> User:
     user_id = user_id_of(resource_id)
     if user_id is not None:
         async with service.sessions() as session:
-            user = await user_by_id(session, user_id)
+            user = await UserRepository(session).get(user_id)
         if user is not None:
             return user
     raise not_found(f"no user with id {resource_id}")
