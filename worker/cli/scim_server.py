@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 EXIT_CONFIGURATION = 2
 """No way to serve with this configuration: fix the environment, restarting will not help."""
 
-BASE_PATH = "/scim/v2"
-
 
 def command(options: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """The `scim` subcommand: picks uvloop (when installed) before the CLI creates its loop."""

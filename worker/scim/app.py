@@ -18,10 +18,10 @@ from starlette.routing import Route
 
 from worker.client import ProvisioningClient
 from worker.db.session import create_engine, create_session_factory
-from worker.scim import discovery, health, users
+from worker.scim import BASE_PATH, discovery, health, users
 from worker.scim.auth import Tokens
 from worker.scim.errors import ScimError, error_response
-from worker.scim.middleware import BASE_PATH, ObserveRequests, RequireToken
+from worker.scim.middleware import ObserveRequests, RequireToken
 from worker.scim.responses import scim_response
 from worker.scim.service import ScimService, service_of
 from worker.settings import Settings

@@ -27,9 +27,9 @@ from scim2_models import (
     User,
 )
 
+from worker.scim import BASE_PATH
 from worker.scim.mapping import UserResource
 
-BASE_PATH = "/scim/v2"
 MAX_RESULTS = 1000
 """The largest page (`count`) a list request gets."""
 DEFAULT_COUNT = 100

@@ -8,12 +8,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.scim import BASE_PATH
 from worker.scim.auth import CHALLENGE, Tokens
 from worker.scim.errors import ScimError, error_response
 from worker.scim.logs import log_request
 from worker.scim.metrics import record_request
-
-BASE_PATH = "/scim/v2"
 
 
 class ObserveRequests:

@@ -14,10 +14,11 @@ from pydantic import ValidationError
 from scim2_models import Context, Email, Meta, ResponseParameters, Role
 
 from worker.db.models import User
+from worker.scim import BASE_PATH
 from worker.scim.errors import from_validation_error
 from worker.scim.mapping import UserResource
 
-USERS_PATH = "/scim/v2/Users"
+USERS_PATH = f"{BASE_PATH}/Users"
 
 
 def location(base_url: str, user_id: int) -> str:
