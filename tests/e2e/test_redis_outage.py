@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.ids import new_id
 from tests.support.processes import start_worker, stop, wait_until
-from tests.support.servers import PrivateRedis, PrivateSentinel, private_redis, private_sentinel
+from tests.support.servers import PrivateRedis, PrivateSentinel, private_redis, private_sentinel, wait_for
 from worker.client import ProvisioningClient, connect_redis
 from worker.settings import Settings
 
@@ -141,11 +141,12 @@ async def _all(redis: ArqRedis, job_ids: list[str]) -> bool:
 def _wait_for_line(log: Path, fragment: str, worker: subprocess.Popen[bytes]) -> None:
     """Block until the worker's log holds `fragment` (its start-up can take seconds on a busy
     machine); fail if the worker exits first or it never comes."""
-    deadline = time.monotonic() + 60
-    while fragment not in log.read_text():
+
+    def logged() -> bool:
         assert worker.poll() is None, f"the worker exited before logging {fragment!r}"
-        assert time.monotonic() < deadline, f"the worker never logged {fragment!r}"
-        time.sleep(0.05)
+        return fragment in log.read_text()
+
+    wait_for(logged, what=f"the worker to log {fragment!r}", within=60)
 
 
 def test_an_outage_longer_than_redis_max_outage_exits_1_for_a_supervisor(
