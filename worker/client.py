@@ -14,7 +14,6 @@ from arq.jobs import Job, JobResult
 from worker.jobs.errors import DuplicateJob as DuplicateJob  # what callers of enqueue() catch
 from worker.jobs.errors import InvalidPayload
 from worker.jobs.errors import JobFailed as JobFailed  # what Job.result() raises for a failed job
-from worker.jobs.finished import FinishedJobs
 from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
 from worker.jobs.sealing import seal_password
 from worker.jobs.serialization import deserialize, serialize
@@ -22,6 +21,7 @@ from worker.jobs.stamps import CLOCK
 from worker.redis_connection import open_redis
 from worker.retrying import is_redis_unreachable, retry_within
 from worker.settings import Settings, get_settings
+from worker.waiting import FinishedJobs
 
 ENQUEUE_RETRY_BASE = 0.1
 """Seconds before an enqueue that lost Redis is tried again (then doubling, jittered)."""
@@ -206,7 +206,7 @@ class ProvisioningClient:
     async def wait_for(self, job_ids: Sequence[str], *, within: float) -> dict[str, JobResult]:
         """The results of those of `job_ids` that finish within `within` seconds, by job id.
 
-        Woken by the worker's announcement of each finish (`worker.jobs.finished`), not by polling;
+        Woken by the worker's announcement of each finish (`worker.waiting`), not by polling;
         a failed job's `result` is a `JobFailed` naming its error type.
         """
         if self._finished is None:

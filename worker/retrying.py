@@ -2,9 +2,9 @@
 that does not answer.
 
 The loops: a job's deferred retry (`runtime.job_run`), the worker's Redis connection at start-up and
-after an outage (`runtime.outages`), the start-up wait for PostgreSQL (`wiring`), and the client's
-enqueue (`client`). Jitter spreads the retries of many jobs and workers apart, so that they do not all
-land on a server the moment it comes back.
+after an outage (`runtime.outages`), the start-up wait for PostgreSQL (`wiring`), the client's
+enqueue (`client`) and its subscription to finished jobs (`waiting`). Jitter spreads the retries of
+many jobs and workers apart, so that they do not all land on a server the moment it comes back.
 """
 
 from __future__ import annotations
