@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health", help="exit 0 only if a live worker serves the queue and the database is at head"
     )
-    health.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _output_options(health)
     health.add_argument(
         "--scim",
         nargs="?",
@@ -71,17 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="queue depth, deferred and running jobs, live workers, recent failures"
     )
-    status.add_argument("--json", action="store_true")
+    _output_options(status)
     status.set_defaults(handler=status_command)
     job = commands.add_parser("job", help="one job's state, tries, and result or error")
     job.add_argument("job_id")
-    job.add_argument("--json", action="store_true")
+    _output_options(job)
     job.set_defaults(handler=job_command)
     failed = commands.add_parser(
         "failed", help="failed jobs, newest first (kept FAILED_JOB_RETENTION seconds)"
     )
     failed.add_argument("--limit", type=int, default=50)
-    failed.add_argument("--json", action="store_true")
+    _output_options(failed)
     failed.set_defaults(handler=failed_command)
     retry = commands.add_parser(
         "retry", help="enqueue a failed job again: same arguments and stamp (as_of), new id"
@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="the audit trail of one email, oldest command first")
     history.add_argument("email")
     history.add_argument("--limit", type=int, default=1000)
-    history.add_argument("--json", action="store_true")
+    _output_options(history)
     history.set_defaults(handler=history_command)
     erase = commands.add_parser(
         "erase",
@@ -123,8 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     bulk.add_argument("--wait", action="store_true", help="wait for every batch and print the totals")
     bulk.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
+    _output_options(bulk)
     bulk.set_defaults(handler=import_command)
     return parser
+
+
+def _output_options(command: argparse.ArgumentParser) -> None:
+    """`--json` for scripts, `--table` for boxed tables where stdout is not a terminal."""
+    output = command.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (every value in full)")
+    output.add_argument(
+        "--table", action="store_true", help="draw tables with boxes even when stdout is not a terminal"
+    )
 
 
 def _is_bool(annotation: object) -> bool:

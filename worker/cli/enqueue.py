@@ -7,6 +7,7 @@ import getpass
 import json
 import sys
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from arq.jobs import Job
@@ -14,11 +15,14 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
 from worker.cli.importing import UnreadableFile, batched, read_users
+from worker.cli.tables import Column, Output
 from worker.client import ProvisioningClient
 from worker.jobs.errors import DuplicateJob, InvalidPayload, JobFailed
 from worker.jobs.payloads import PAYLOADS
 from worker.jobs.sealing import new_seal_key
 from worker.settings import get_settings
+
+IMPORT_COUNTS = ("jobs", "users", "created", "updated", "unchanged", "rejected", "already_enqueued")
 
 
 async def enqueue_command(options: argparse.Namespace) -> int:
@@ -96,8 +100,23 @@ async def import_command(options: argparse.Namespace) -> int:
                 summary = await _wait_for_batches(jobs, progress, total, options.timeout)
             if skipped:
                 summary["already_enqueued"] = skipped
-    print(json.dumps(summary, sort_keys=True))
+    if options.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        show_import(f"import of {options.file}", summary, Output.stdout(table=options.table))
     return 1 if summary.get("failed_jobs") else 0
+
+
+def show_import(title: str, summary: Mapping[str, Any], out: Output) -> None:
+    """`import`'s summary: the counts, then any rejected rows and failed batches."""
+    counts = [name for name in IMPORT_COUNTS if name in summary]
+    columns = [Column(name.replace("_", " "), numeric=True) for name in counts]
+    out.table(title, columns, [[str(summary[name]) for name in counts]])
+    if rejections := summary.get("rejections"):
+        rows = [[str(rejection["row"]), rejection["error"]] for rejection in rejections]
+        out.table("rejected rows", (Column("row", numeric=True), Column("error", wrap=True)), rows)
+    if failed := summary.get("failed_jobs"):
+        out.table("failed batches", (Column("job: error", wrap=True),), [[failure] for failure in failed])
 
 
 async def _wait_for_batches(

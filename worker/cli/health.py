@@ -6,10 +6,13 @@ import argparse
 import json
 import time
 
-from worker.cli.scim_health import check_scim, default_url
+from worker.cli.scim_health import ScimHealth, check_scim, default_url
+from worker.cli.tables import Column, Output, short_time
 from worker.client import connect_redis
-from worker.runtime.health import check_health
+from worker.runtime.health import HealthReport, check_health
 from worker.settings import get_settings
+
+WORKER_COLUMNS = (Column("worker"), Column("last seen"), Column("started"))
 
 
 async def health_command(options: argparse.Namespace) -> int:
@@ -37,14 +40,19 @@ async def health_command(options: argparse.Namespace) -> int:
             data.update(ok=ok, scim=scim.as_dict())
         print(json.dumps(data, sort_keys=True))
     else:
-        live = ", ".join(
-            f"{w['id']} (seen {time.time() - float(w['seen']):.1f} s ago)" for w in report.workers
-        )
-        print(
-            f"queue {settings.queue_name}: {len(report.workers)} live worker(s){': ' + live if live else ''}"
-        )
-        print(f"database: {report.database}")
-        if scim is not None:
-            print(f"scim {scim.url}: {scim.detail}")
-        print("healthy" if ok else "UNHEALTHY")
+        show_health(settings.queue_name, report, scim, Output.stdout(table=options.table))
     return 0 if ok else 1
+
+
+def show_health(queue: str, report: HealthReport, scim: ScimHealth | None, out: Output) -> None:
+    """`health`: the live workers, the database, the SCIM service if asked, then the verdict."""
+    now = time.time()
+    rows = [
+        [worker["id"], f"{now - float(worker['seen']):.1f} s ago", short_time(worker["started"])]
+        for worker in report.workers
+    ]
+    out.table(f"live workers on queue {queue}", WORKER_COLUMNS, rows)
+    out.line(f"database: {report.database}")
+    if scim is not None:
+        out.line(f"scim {scim.url}: {scim.detail}")
+    out.line("healthy" if report.ok and (scim is None or scim.ok) else "UNHEALTHY", bold=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from pydantic_core import PydanticCustomError
-from rich.console import Console
-from rich.table import Table
 
+from worker.cli.tables import Cell, Column, Output, change_lines, short_time
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory, create_engine, create_session_factory
 from worker.jobs.emails import email_key
@@ -21,6 +21,16 @@ from worker.services import maintenance
 from worker.services.erasure import ErasureKeys
 from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 from worker.settings import Settings, get_settings
+
+HISTORY_COLUMNS = (
+    Column("as of"),
+    Column("function"),
+    Column("status"),
+    Column("user id"),
+    Column("changes"),
+    Column("job id"),
+    Column("recorded"),
+)
 
 
 @asynccontextmanager
@@ -43,25 +53,25 @@ async def history_command(options: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps(rows, sort_keys=True))
         return 0
-    table = Table(title=f"history of {options.email} (oldest command first)")
-    for column in ("as of", "function", "status", "user id", "changes", "job id", "recorded"):
-        table.add_column(column, no_wrap=column not in {"changes", "job id"})
-    for row in rows:
-        changes = ", ".join(
-            f"{field}: {value}" if isinstance(value, str) else f"{field}: {value[0]} → {value[1]}"
-            for field, value in row["changes"].items()
-        )
-        table.add_row(
-            row["as_of_time"],
+    show_history(options.email, rows, Output.stdout(table=options.table))
+    return 0
+
+
+def show_history(email: str, rows: Sequence[Mapping[str, Any]], out: Output) -> None:
+    """`history`: one row per command outcome, oldest first; changes one a line."""
+    cells: list[list[Cell]] = [
+        [
+            short_time(row["as_of_time"]),
             row["function"],
             row["status"],
-            str(row["user_id"] or ""),
-            changes,
+            "" if row["user_id"] is None else str(row["user_id"]),
+            change_lines(row["changes"]),
             row["job_id"],
-            row["recorded_at"],
-        )
-    Console().print(table)
-    return 0
+            short_time(row["recorded_at"]),
+        ]
+        for row in rows
+    ]
+    out.table(f"history of {email} (oldest command first)", HISTORY_COLUMNS, cells)
 
 
 def _identity_key(email: str) -> str | None:

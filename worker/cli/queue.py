@@ -5,18 +5,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from worker.cli.inspection import job_report, queue_status
+from worker.cli.tables import Cell, Column, Output, short_time, shown
 from worker.client import ProvisioningClient
 from worker.jobs.errors import DuplicateJob, InvalidPayload
 from worker.jobs.stamps import CLOCK
 from worker.runtime.failures import failed_job, failed_jobs
 from worker.settings import get_settings
+
+COUNTS = ("queued", "deferred", "in_progress", "live_workers")
+FAILURE_COLUMNS = (
+    Column("failed at"),
+    Column("job id"),
+    Column("function"),
+    Column("try", numeric=True),
+    Column("error type"),
+    Column("message", wrap=True),
+)
+JOB_FIELDS = {
+    "job_id": "job id",
+    "state": "state",
+    "function": "function",
+    "tries": "tries",
+    "success": "success",
+}
 
 
 async def status_command(options: argparse.Namespace) -> int:
@@ -26,13 +41,7 @@ async def status_command(options: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps(data, sort_keys=True, default=str))
         return 0
-    table = Table(title=f"queue {data['queue']}")
-    for name in ("queued", "deferred", "in_progress", "live_workers"):
-        table.add_column(name.replace("_", " "), justify="right")
-    table.add_row(*(str(data[n]) for n in ("queued", "deferred", "in_progress", "live_workers")))
-    console = Console()
-    console.print(table)
-    console.print(_failures_table(data["recent_failures"], "recent failures"))
+    show_status(data, Output.stdout(table=options.table))
     return 0
 
 
@@ -43,9 +52,7 @@ async def job_command(options: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps(data, sort_keys=True, default=str))
         return 0
-    console = Console()
-    for key, value in data.items():
-        console.print(f"[bold]{key}[/bold]: {value}")
+    show_job(data, Output.stdout(table=options.table))
     return 0
 
 
@@ -56,7 +63,7 @@ async def failed_command(options: argparse.Namespace) -> int:
     if options.json:
         print(json.dumps(data, sort_keys=True, default=str))
     else:
-        Console().print(_failures_table(data, f"failed jobs on {settings.queue_name}"))
+        show_failures(data, f"failed jobs on {settings.queue_name}", Output.stdout(table=options.table))
     return 0
 
 
@@ -100,17 +107,57 @@ async def retry_command(options: argparse.Namespace) -> int:
     return 0
 
 
-def _failures_table(failures: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("failed at", "job id", "function", "try", "error"):
-        table.add_column(column, no_wrap=column != "error")
-    for failure in failures:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(failure["failed_at"])))
-        table.add_row(
-            when,
+def show_status(data: Mapping[str, Any], out: Output) -> None:
+    """`status`: the queue's counts, then its newest failures."""
+    columns = [Column(name.replace("_", " "), numeric=True) for name in COUNTS]
+    out.table(f"queue {data['queue']}", columns, [[str(data[name]) for name in COUNTS]])
+    show_failures(data["recent_failures"], "recent failures", out)
+
+
+def show_failures(failures: Sequence[Mapping[str, Any]], title: str, out: Output) -> None:
+    """`failed`: one row per failed job, newest first (security events first)."""
+    rows: list[list[Cell]] = [
+        [
+            short_time(failure["failed_at"]),
             failure["job_id"],
             failure["function"],
             str(failure["try"]),
-            f"{failure['error_type']}: {failure['message']}",
-        )
-    return table
+            failure["error_type"],
+            failure["message"],
+        ]
+        for failure in failures
+    ]
+    out.table(title, FAILURE_COLUMNS, rows)
+
+
+def show_job(report: Mapping[str, Any], out: Output) -> None:
+    """`job`: one block of what is known of the job; a result one field a line."""
+    columns = [Column(label) for key, label in JOB_FIELDS.items() if key in report]
+    row: list[Cell] = [shown(report[key]) for key in JOB_FIELDS if key in report]
+    if "result" in report:
+        columns.append(Column("result", wrap=True))
+        row.append(_result_lines(report["result"]))
+    if "error" in report:
+        columns.append(Column("error", wrap=True))
+        row.append(str(report["error"]))
+    out.blocks(columns, [row])
+
+
+def _result_lines(result: Any) -> list[str]:
+    """A job's result, one field (or list item) a line."""
+    if not isinstance(result, Mapping):
+        return [_result_value(result)]
+    lines = []
+    for key, value in result.items():
+        items = value if isinstance(value, list) else [value]
+        lines += [f"{key}: {_result_value(item)}" for item in items] or [f"{key}: none"]
+    return lines
+
+
+def _result_value(value: Any) -> str:
+    """A value of a result: text as it is, an object as its fields (`index: 17, error: …`), else JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}: {_result_value(item)}" for key, item in value.items())
+    return json.dumps(value, default=str)

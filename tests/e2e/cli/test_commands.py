@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
 
+from tests.support.cli import BOX_DRAWING, blocks
 from tests.support.ids import new_id
-from tests.support.processes import run_module, start_worker, stop, worker_env
+from tests.support.processes import ROOT, run_module, start_worker, stop, worker_env
+from worker.jobs.stamps import MICROS
+from worker.security import hash_password
 from worker.settings import Settings
 
 
@@ -128,7 +133,7 @@ def test_history_shows_every_outcome_and_erase_removes_the_person(
     ]:
         done = _cli(settings, function, "--email", email, *extra, "--job-id", new_id(), "--wait")
         assert done.returncode == 0, done.stderr
-    env = worker_env(settings, columns=200)
+    env = worker_env(settings, columns=80)
 
     history = run_module("worker", "history", email.upper(), "--json", env=env)
     assert history.returncode == 0, history.stderr
@@ -143,9 +148,13 @@ def test_history_shows_every_outcome_and_erase_removes_the_person(
         ("set_user_role", "updated", {"role": ["viewer", "admin"]}),
     ]
     assert rows[0]["as_of_time"] == "2026-11-26T08:00:00.000000+00:00"
-    table = run_module("worker", "history", email, env=env)
-    assert "superseded" in table.stdout
-    assert "viewer → admin" in table.stdout
+    plain = run_module("worker", "history", email, env=env)
+    assert [(row["status"], row["changes"]) for row in blocks(plain.stdout)] == [
+        (["created"], ["provisioned: no → yes", "role: (none) → viewer", "active: (none) → yes"]),
+        (["superseded"], ["-"]),
+        (["updated"], ["role: viewer → admin"]),
+    ]
+    assert blocks(plain.stdout)[0]["as of"] == ["2026-11-26T08:00:00Z"]
 
     refused = run_module("worker", "erase", email, env=env)
     assert refused.returncode == 2
@@ -156,6 +165,59 @@ def test_history_shows_every_outcome_and_erase_removes_the_person(
     assert erased.returncode == 0, erased.stderr
     assert json.loads(erased.stdout) == {"email": email, "stamp_rows": 1, "audit_rows": 4, "failed_jobs": 0}
     assert json.loads(run_module("worker", "history", email, "--json", env=env).stdout) == []
+
+
+@pytest.mark.usefixtures("committing_sessions")
+def test_history_piped_is_plain_text_with_each_status_and_its_changes(
+    settings: Settings, worker_process: subprocess.Popen[bytes]
+) -> None:
+    email = "piped@example.com"
+    for function, extra in [
+        ("provision_user", ["--role", "member", "--password-hash", hash_password("first passphrase")]),
+        ("update_user", ["--role", "admin", "--active", "false"]),
+        ("delete_user", []),
+    ]:
+        done = _cli(settings, function, "--email", email, *extra, "--job-id", new_id(), "--wait")
+        assert done.returncode == 0, done.stderr
+    env = worker_env(settings)
+    env.pop("COLUMNS", None)  # a pipe's width: rich's default, unless a terminal is around
+    env.pop("FORCE_COLOR", None)
+
+    piped = subprocess.run(  # stdout and stderr piped, no terminal anywhere
+        [sys.executable, "-m", "worker", "history", email],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert not BOX_DRAWING & set(piped.stdout)
+    assert "\x1b[" not in piped.stdout
+    assert all(len(line) <= 80 for line in piped.stdout.splitlines())
+    rows = blocks(piped.stdout)
+    assert [(row["function"], row["status"], row["changes"]) for row in rows] == [
+        (
+            ["provision_user"],
+            ["created"],
+            ["provisioned: no → yes", "role: (none) → member", "active: (none) → yes", "password changed"],
+        ),
+        (["update_user"], ["updated"], ["role: member → admin", "active: yes → no"]),
+        (
+            ["delete_user"],
+            ["deleted"],
+            ["provisioned: yes → no", "role: admin → (none)", "active: no → (none)", "password changed"],
+        ),
+    ]
+    kept = json.loads(run_module("worker", "history", email, "--json", env=env).stdout)
+    assert [row["user id"] for row in rows] == [[str(kept[0]["user_id"])]] * 3
+    assert [row["job id"] for row in rows] == [[record["job_id"]] for record in kept]
+    assert [row["as of"] for row in rows] == [
+        [datetime.fromtimestamp(record["as_of"] // MICROS, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+        for record in kept
+    ]
 
 
 @pytest.mark.usefixtures("committing_sessions")

@@ -46,14 +46,20 @@ async def test_running_an_import_again_with_its_prefix_enqueues_nothing_twice(
     people = str(_people(tmp_path, 3))
     prefix = f"{settings.queue_name}:import"
     first = await run_cli(
-        settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path
+        settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, "--json", cwd=tmp_path
     )
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout) == {"jobs": 2, "users": 3}
+    assert first.stdout == '{"jobs": 2, "users": 3}\n'
     again = await run_cli(
         settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, cwd=tmp_path
     )
     assert again.returncode == 0, again.stderr
+    *title, header, counts = again.stdout.splitlines()
+    assert " ".join(line.strip() for line in title) == f"import of {people}"  # a long path: a line of its own
+    assert (header.split(), counts.split()) == (["jobs", "users", "already", "enqueued"], ["0", "3", "2"])
+    again = await run_cli(
+        settings, "import", people, "--batch-size", "2", "--job-prefix", prefix, "--json", cwd=tmp_path
+    )
     assert json.loads(again.stdout) == {"jobs": 0, "users": 3, "already_enqueued": 2}
     assert await redis.zcard(settings.queue_name) == 2
 
@@ -65,7 +71,7 @@ async def test_waiting_without_a_worker_lists_each_batch_that_got_no_result(
     done = await run_cli(
         settings,
         *("import", str(_people(tmp_path, 3)), "--batch-size", "2", "--job-prefix", prefix),
-        *("--wait", "--timeout", "0.2"),
+        *("--wait", "--timeout", "0.2", "--json"),
         cwd=tmp_path,
     )
     assert done.returncode == 1

@@ -25,7 +25,7 @@ async def test_the_cli_imports_a_file_in_batches_and_reports_rows(
     lines = ["email,role"] + [f"p{i}@example.com,member" for i in range(25)] + ["broken,member"]
     users_file.write_text("\n".join(lines) + "\n")
     env = worker_env(settings)
-    command = ["worker", "import", str(users_file), "--batch-size", "10", "--job-prefix"]
+    command = ["worker", "import", str(users_file), "--json", "--batch-size", "10", "--job-prefix"]
     enqueued = run_module(*command, new_id("import"), env=env)  # the real CLI, briefly
     assert enqueued.returncode == 0, enqueued.stderr
     assert json.loads(enqueued.stdout) == {"jobs": 3, "users": 26}

@@ -34,7 +34,7 @@ async def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         "worker",
         *args,
         cwd=ROOT,
-        env={**worker_env(settings), "COLUMNS": "200"},
+        env={**worker_env(settings), "COLUMNS": "80"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -1,4 +1,5 @@
-"""What operators read from `python -m worker status | job | failed | health` without `--json`."""
+"""What operators read from `python -m worker status | job | failed | health` without `--json`, piped:
+plain text at 80 columns (`--table` draws the boxes anyway)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from arq.connections import ArqRedis
 
-from tests.support.cli import queue_job_id, run_cli
+from tests.support.cli import BOX_DRAWING, blocks, queue_job_id, run_cli
 from tests.support.failures import seed_failure
 from worker.client import ProvisioningClient
 from worker.runtime.health import HealthReporter
@@ -20,10 +21,12 @@ pytestmark = pytest.mark.slow
 
 
 def _row(output: str, title: str) -> list[str]:
-    """The cells of the first data row of the rich table titled `title`."""
+    """The cells of the first data row of the table titled `title` (boxed or plain)."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if title in line)
-    data = [line for line in lines[start + 1 :] if line.startswith("│")]  # the header row has ┃
+    start = lines.index(title)
+    data = [line for line in lines[start + 1 :] if line.startswith("│")]  # a boxed table's header row has ┃
+    if not data:  # plain: the header line, then the rows
+        return lines[start + 2].split()
     return [cell.strip() for cell in data[0].strip("│ ").split("│")]
 
 
@@ -45,13 +48,19 @@ async def test_status_counts_ready_deferred_and_running_jobs_in_a_table(
     )
     await redis.set(f"arq:in-progress:{running.job_id}", b"1", px=60_000)  # as a worker marks a job it runs
     try:
-        table = await run_cli(settings, "status", cwd=tmp_path)
+        plain = await run_cli(settings, "status", cwd=tmp_path)
+        table = await run_cli(settings, "status", "--table", cwd=tmp_path)
         as_json = await run_cli(settings, "status", "--json", cwd=tmp_path)
     finally:
         await redis.delete(f"arq:in-progress:{running.job_id}")
+    assert plain.returncode == 0, plain.stderr
+    assert not BOX_DRAWING & set(plain.stdout)
+    assert plain.stdout.splitlines()[1].split() == ["queued", "deferred", "in", "progress", "live", "workers"]
+    assert _row(plain.stdout, f"queue {settings.queue_name}") == ["1", "1", "1", "0"]
+    assert "recent failures: none" in plain.stdout
     assert table.returncode == 0, table.stderr
+    assert "┃ queued ┃ deferred ┃ in progress ┃ live workers ┃" in table.stdout
     assert _row(table.stdout, f"queue {settings.queue_name}") == ["1", "1", "1", "0"]
-    assert "recent failures" in table.stdout
     counts = json.loads(as_json.stdout)
     assert {name: counts[name] for name in ("queued", "deferred", "in_progress", "live_workers")} == {
         "queued": 1,
@@ -65,7 +74,7 @@ async def test_a_job_nobody_knows_is_reported_not_found(settings: Settings, tmp_
     job_id = queue_job_id(settings)
     done = await run_cli(settings, "job", job_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"job_id: {job_id}", "state: not_found"]
+    assert done.stdout.splitlines() == [f"job id: {job_id}", "state:  not_found"]
 
 
 async def test_a_failure_kept_after_its_result_expired_reads_as_failed(
@@ -92,16 +101,23 @@ async def test_a_failure_kept_after_its_result_expired_reads_as_failed(
     }
     listed = await run_cli(settings, "failed", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    cells = _row(listed.stdout, f"failed jobs on {settings.queue_name}")
-    assert cells[1:] == [job_id, "deactivate_user", "3", "DatabaseUnavailable: cannot reach PostgreSQL"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", cells[0])
+    assert listed.stdout.startswith(f"failed jobs on {settings.queue_name}\n\n")  # too wide at 80: blocks
+    (failure,) = blocks(listed.stdout)
+    assert {name: lines for name, lines in failure.items() if name != "failed at"} == {
+        "job id": [job_id],
+        "function": ["deactivate_user"],
+        "try": ["3"],
+        "error type": ["DatabaseUnavailable"],
+        "message": ["cannot reach PostgreSQL"],
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", failure["failed at"][0])
 
 
 async def test_health_without_a_worker_is_unhealthy_and_says_why(settings: Settings, tmp_path: Path) -> None:
     done = await run_cli(settings, "health", cwd=tmp_path)
     assert done.returncode == 1
     workers, database, verdict = done.stdout.splitlines()
-    assert workers == f"queue {settings.queue_name}: 0 live worker(s)"
+    assert workers == f"live workers on queue {settings.queue_name}: none"
     assert database.startswith("database: ")
     assert verdict == "UNHEALTHY"
 
@@ -118,13 +134,13 @@ async def test_health_names_the_live_worker_and_how_recently_it_was_seen(
     finally:
         await reporter.stop()
     assert done.returncode == 0, done.stdout + done.stderr
-    first, database, verdict = done.stdout.splitlines()
+    title, header, worker, database, verdict = done.stdout.splitlines()
+    assert title == f"live workers on queue {settings.queue_name}"
+    assert header.split() == ["worker", "last", "seen", "started"]
     seen = re.fullmatch(
-        rf"queue {re.escape(settings.queue_name)}: 1 live worker\(s\): "
-        rf"{re.escape(reporter.worker_id)} \(seen (\d+\.\d) s ago\)",
-        first,
+        rf"{re.escape(reporter.worker_id)} +(\d+\.\d) s ago +\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ", worker
     )
-    assert seen is not None, first
+    assert seen is not None, worker
     assert float(seen.group(1)) <= elapsed + settings.health_check_interval
     assert database.startswith("database: ")
     assert verdict == "healthy"
