@@ -22,8 +22,11 @@
                u.id AS old_id, u.email AS old_email, u.role AS u_role, u.is_active AS u_active,
                u.hashed_password AS row_hash, u.external_id AS u_external_id
         FROM cmd c
-        JOIN user_states s ON s.key = c.key
-        LEFT JOIN users u ON u.key = c.key
+        -- Each person's rows through their unique index, whatever the statistics say: a subquery
+        -- with LIMIT is not flattened into a join that a generic plan, made while the tables were
+        -- small, would run by scanning them whole for every group.
+        CROSS JOIN LATERAL (SELECT * FROM user_states x WHERE x.key = c.key LIMIT 1) s
+        LEFT JOIN LATERAL (SELECT * FROM users x WHERE x.key = c.key LIMIT 1) u ON true
     ),
     cur AS {materialized}(
         SELECT l.*, l.old_id IS NOT NULL AS was_provisioned,
@@ -117,27 +120,43 @@
         FROM merged m
     ),
     state AS (
-        UPDATE user_states s
-        SET role = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_role END,
-            is_active = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_active END,
-            hashed_password = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_hash END,
-            external_id = CASE WHEN n.new_provisioned THEN NULL ELSE n.new_external_id END,
-            provisioned_as_of = CASE WHEN n.w_p THEN n.as_of ELSE n.p_as_of END,
-            provisioned_job_id = CASE WHEN n.w_p THEN n.job_id ELSE n.p_job_id END,
-            role_as_of = CASE WHEN n.w_r THEN n.as_of ELSE n.r_as_of END,
-            role_job_id = CASE WHEN n.w_r THEN n.job_id ELSE n.r_job_id END,
-            active_as_of = CASE WHEN n.w_a THEN n.as_of ELSE n.a_as_of END,
-            active_job_id = CASE WHEN n.w_a THEN n.job_id ELSE n.a_job_id END,
-            password_as_of = CASE WHEN n.w_h THEN n.as_of ELSE n.h_as_of END,
-            password_job_id = CASE WHEN n.w_h THEN n.job_id ELSE n.h_job_id END,
-            external_id_as_of = CASE WHEN n.w_x THEN n.as_of ELSE n.x_as_of END,
-            external_id_job_id = CASE WHEN n.w_x THEN n.job_id ELSE n.x_job_id END,
-            pending_since = n.new_pending,
-            intent_reported = n.new_pending IS NOT NULL AND n.new_pending = n.old_pending AND n.old_reported,
-            updated_at = now()
+        -- A state row written again (rare for a new person: an erased stamp, or a refusal by this
+        -- statement's later clock). An upsert on rows statement 1 locked, so that each row is found
+        -- through the primary key: an UPDATE … FROM may hash-join the whole table under a generic
+        -- plan made while the table was small.
+        INSERT INTO user_states AS s (key, key_version, role, is_active, hashed_password, external_id,
+                                      provisioned_as_of, provisioned_job_id, role_as_of, role_job_id,
+                                      active_as_of, active_job_id, password_as_of, password_job_id,
+                                      external_id_as_of, external_id_job_id, pending_since, intent_reported)
+        SELECT n.key, CAST(:key_version AS smallint),
+               CASE WHEN n.new_provisioned THEN NULL ELSE n.new_role END,
+               CASE WHEN n.new_provisioned THEN NULL ELSE n.new_active END,
+               CASE WHEN n.new_provisioned THEN NULL ELSE n.new_hash END,
+               CASE WHEN n.new_provisioned THEN NULL ELSE n.new_external_id END,
+               CASE WHEN n.w_p THEN n.as_of ELSE n.p_as_of END,
+               CASE WHEN n.w_p THEN n.job_id ELSE n.p_job_id END,
+               CASE WHEN n.w_r THEN n.as_of ELSE n.r_as_of END,
+               CASE WHEN n.w_r THEN n.job_id ELSE n.r_job_id END,
+               CASE WHEN n.w_a THEN n.as_of ELSE n.a_as_of END,
+               CASE WHEN n.w_a THEN n.job_id ELSE n.a_job_id END,
+               CASE WHEN n.w_h THEN n.as_of ELSE n.h_as_of END,
+               CASE WHEN n.w_h THEN n.job_id ELSE n.h_job_id END,
+               CASE WHEN n.w_x THEN n.as_of ELSE n.x_as_of END,
+               CASE WHEN n.w_x THEN n.job_id ELSE n.x_job_id END,
+               n.new_pending,
+               n.new_pending IS NOT NULL AND n.new_pending = n.old_pending AND n.old_reported
         FROM n
-        WHERE s.key = n.key
-          AND CASE WHEN n.fresh THEN n.refused OR n.unerased ELSE n.wins OR n.unerased END
+        WHERE CASE WHEN n.fresh THEN n.refused OR n.unerased ELSE n.wins OR n.unerased END
+        ON CONFLICT (key) DO UPDATE
+        SET role = EXCLUDED.role, is_active = EXCLUDED.is_active, hashed_password = EXCLUDED.hashed_password,
+            external_id = EXCLUDED.external_id,
+            provisioned_as_of = EXCLUDED.provisioned_as_of, provisioned_job_id = EXCLUDED.provisioned_job_id,
+            role_as_of = EXCLUDED.role_as_of, role_job_id = EXCLUDED.role_job_id,
+            active_as_of = EXCLUDED.active_as_of, active_job_id = EXCLUDED.active_job_id,
+            password_as_of = EXCLUDED.password_as_of, password_job_id = EXCLUDED.password_job_id,
+            external_id_as_of = EXCLUDED.external_id_as_of, external_id_job_id = EXCLUDED.external_id_job_id,
+            pending_since = EXCLUDED.pending_since, intent_reported = EXCLUDED.intent_reported,
+            updated_at = now()
     ),
     created AS (
         INSERT INTO users (key, email, role, is_active, hashed_password, external_id)
