@@ -7,7 +7,7 @@ Every measurement uses its own database and Redis keys (named after this run) an
 Worker processes run exactly as operators run them (`arq … --burst`); rates are taken from the
 jobs' own start and finish times, so process start-up is not counted.
 
-`--only` runs some groups of rows (noop, ours, pgbouncer, saq, raw, bulk, latency, scim; `--hashes 0`
+`--only` runs some groups of rows (noop, ours, tracing, pgbouncer, saq, raw, bulk, latency, scim; `--hashes 0`
 skips the hashing tables), e.g. `python -m bench.run --only bulk --hashes 0`; a ratio whose other
 side was not measured is left out, and `--write` is refused (bench/results.md holds whole runs).
 """
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ from bench import hashing
 from bench import scim as scim_bench
 from bench.common import BENCH_REDIS_URL, RUN, bench_database, machine, now, percentile
 from bench.saq_worker import INSERT_USER
+from tests.support.otlp import otlp_receiver
 from tests.support.servers import pgbouncer
 from worker.client import ProvisioningClient, connect_redis
 from worker.jobs.identity import KEY_VERSION, identity_key
-from worker.jobs.serialization import deserialize, serialize
+from worker.jobs.serialization import TRACE_KEY, deserialize, serialize
 from worker.jobs.stamps import now_micros
 from worker.settings import Settings, get_settings
 
@@ -83,16 +85,20 @@ def _asyncpg_dsn(url: str) -> str:
 
 
 async def _enqueue_raw(
-    redis: ArqRedis, queue: str, function: str, payloads: Sequence[dict[str, Any]]
+    redis: ArqRedis, queue: str, function: str, payloads: Sequence[dict[str, Any]], *, traced: bool = False
 ) -> list[str]:
-    """Queue jobs the way another language would (SET + ZADD), in pipelines of 1,000."""
+    """Queue jobs the way another language would (SET + ZADD), in pipelines of 1,000; `traced`: each
+    job carries a trace context of its own (a sampled `traceparent`), as a traced enqueuer's would."""
     ids = []
     now_ms = int(time.time() * 1000)
     for start in range(0, len(payloads), 1000):
         async with redis.pipeline(transaction=False) as pipe:
             for offset, kwargs in enumerate(payloads[start : start + 1000]):
                 job_id = f"bench-{RUN}-{function}-{start + offset}"
-                job = serialize({"f": function, "a": [], "k": kwargs, "t": None, "et": now_ms})
+                envelope: dict[str, Any] = {"f": function, "a": [], "k": kwargs, "t": None, "et": now_ms}
+                if traced:
+                    envelope[TRACE_KEY] = {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+                job = serialize(envelope)
                 pipe.set(f"arq:job:{job_id}", job, px=3_600_000)
                 pipe.zadd(queue, {job_id: now_ms})
                 ids.append(job_id)
@@ -127,13 +133,13 @@ def _peak_rss_mb(process: subprocess.Popen[bytes]) -> float:
     return peak
 
 
-def _run_worker(target: str, settings: Settings) -> float:
+def _run_worker(target: str, settings: Settings, extra_env: dict[str, str] | None = None) -> float:
     """Run `arq target --burst` to the end; returns its peak RSS in MB."""
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would stall the worker
         process = subprocess.Popen(
             [sys.executable, "-m", "arq", target, "--burst"],
             cwd=ROOT,
-            env=_env(settings),
+            env={**_env(settings), **(extra_env or {})},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -151,10 +157,16 @@ async def arq_rate(
     function: str,
     payloads: Sequence[dict[str, Any]],
     per_job: int = 1,
+    *,
+    trace_to: str | None = None,
 ) -> tuple[float, float]:
-    """(items/s from the first job's start to the last one's finish, peak worker RSS MB)."""
-    ids = await _enqueue_raw(redis, settings.queue_name, function, payloads)
-    rss = await asyncio.to_thread(_run_worker, target, settings)
+    """(items/s from the first job's start to the last one's finish, peak worker RSS MB).
+
+    `trace_to`: an OTLP/HTTP endpoint; the jobs carry trace contexts and the worker exports to it.
+    """
+    ids = await _enqueue_raw(redis, settings.queue_name, function, payloads, traced=trace_to is not None)
+    extra_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": trace_to} if trace_to is not None else None
+    rss = await asyncio.to_thread(_run_worker, target, settings, extra_env)
     records = await _results(redis, ids)
     failed = [r for r in records if not r["s"]]
     if len(records) != len(ids) or failed:
@@ -338,7 +350,7 @@ async def _cleanup() -> None:
         await redis.aclose(close_connection_pool=True)
 
 
-GROUPS = ("noop", "ours", "pgbouncer", "saq", "raw", "bulk", "latency", "scim")
+GROUPS = ("noop", "ours", "tracing", "pgbouncer", "saq", "raw", "bulk", "latency", "scim")
 """The groups of rows `--only` chooses from, in the order they run."""
 
 
@@ -378,6 +390,19 @@ async def measure(
                     f["ours"], f["rss_burst"] = await arq_rate(
                         redis, settings, "worker.main.WorkerSettings", "provision_user", _users(jobs, "ours")
                     )
+            if "tracing" in only:
+                # Tracing on as operators turn it on (an OTLP endpoint: OTLP/HTTP, BatchSpanProcessor's
+                # defaults), to a sink in this process that answers as a collector does.
+                async with bench_database("traced") as url:
+                    with otlp_receiver(keep=False) as sink:
+                        f["traced"], _ = await arq_rate(
+                            redis,
+                            _settings(url, "traced"),
+                            "worker.main.WorkerSettings",
+                            "provision_user",
+                            _users(jobs, "traced"),
+                            trace_to=sink.endpoint,
+                        )
             if "pgbouncer" in only:
                 async with bench_database("pgbouncer") as url, _through_pgbouncer(url) as pooled_url:
                     settings = _settings(pooled_url, "pgbouncer").model_copy(
@@ -461,6 +486,13 @@ def _rows(f: dict[str, float], batch: int, bulk_batches: int) -> list[Row]:
             of("ours", "saq", "SAQ"),
         ),
         "≥ 1.2 of stock no-op; ≥ 1.5 of SAQ",
+    )
+    add(
+        "traced",
+        "provision_user with tracing on (OTLP/HTTP, batched, to a local sink)",
+        "jobs/s",
+        of("traced", "ours", "tracing off"),
+        "≥ 0.90 of tracing off",
     )
     add(
         "pooled",

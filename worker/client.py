@@ -11,12 +11,13 @@ from typing import Any, Self
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobResult
 
+from worker import tracing
 from worker.jobs.errors import DuplicateJob as DuplicateJob  # what callers of enqueue() catch
 from worker.jobs.errors import InvalidPayload
 from worker.jobs.errors import JobFailed as JobFailed  # what Job.result() raises for a failed job
 from worker.jobs.payloads import PAYLOADS, RoleName, parse_payload
 from worker.jobs.sealing import seal_password
-from worker.jobs.serialization import deserialize, serialize
+from worker.jobs.serialization import carrying_trace, deserialize, serialize
 from worker.jobs.stamps import CLOCK
 from worker.redis_connection import open_redis
 from worker.retrying import is_redis_unreachable, retry_within
@@ -163,7 +164,14 @@ class ProvisioningClient:
         return await self.enqueue("delete_user", job_id=job_id, as_of=as_of, email=email)
 
     async def enqueue(
-        self, function: str, /, *, job_id: str | None = None, as_of: AsOfValue | None = None, **arguments: Any
+        self,
+        function: str,
+        /,
+        *,
+        job_id: str | None = None,
+        as_of: AsOfValue | None = None,
+        follows: Mapping[str, str] | None = None,
+        **arguments: Any,
     ) -> Job:
         """Validate `arguments` for `function` and enqueue it; `DuplicateJob` if `job_id` is taken.
 
@@ -172,6 +180,10 @@ class ProvisioningClient:
         Every job is stamped: `as_of` when given (the time the system of record made the command),
         else this process's clock, which never repeats or goes back, so that this client's commands
         keep their order (docs/jobs.md, "Ordering").
+
+        Traced (`worker.tracing`), the enqueue is a producer span whose context the job carries in
+        its envelope (docs/jobs.md, "Tracing"); `follows`, the W3C trace context of an earlier job
+        this one sends again (`retry`), becomes a link from that span.
         """
         model = PAYLOADS.get(function)
         if model is None:
@@ -183,6 +195,28 @@ class ProvisioningClient:
         payload = parse_payload(model, function, (), given).model_dump(mode="json", exclude_none=True)
         ours = job_id is None
         job_id = job_id or uuid.uuid4().hex  # chosen here, so that a retried enqueue keeps it
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._send(function, job_id, payload, ours=ours)
+        link = tracing.span_context(follows)
+        with (
+            tracing.span(
+                tracer,
+                f"send {function}",
+                kind="producer",
+                links=[link] if link is not None else [],
+                attributes={
+                    "messaging.message.id": job_id,
+                    "job.function": function,
+                    "messaging.destination.name": self.queue_name,
+                },
+            ),
+            carrying_trace(tracing.inject()),
+        ):
+            return await self._send(function, job_id, payload, ours=ours)
+
+    async def _send(self, function: str, job_id: str, payload: dict[str, Any], *, ours: bool) -> Job:
+        """Queue the validated job under `job_id`, riding out a lost Redis for up to `retry_for`."""
         lost: list[Exception] = []  # attempts that lost Redis: each may have been queued
         job = await retry_within(
             partial(self.redis.enqueue_job, function, _job_id=job_id, _queue_name=self.queue_name, **payload),

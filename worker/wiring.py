@@ -12,10 +12,11 @@ from arq import cron
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from worker import tracing
 from worker.db.migrations import SchemaState, schema_state
 from worker.db.session import create_engine, create_session_factory
 from worker.jobs.sealing import KeyRing
-from worker.jobs.serialization import deserialize, serialize
+from worker.jobs.serialization import deserialize_job, serialize
 from worker.passwords.hashing import PasswordHashing
 from worker.retrying import cannot_reach, retry_within
 from worker.runtime import metrics
@@ -47,6 +48,8 @@ async def startup(ctx: WorkerContext) -> None:
     settings = ctx["settings"]
     engine = create_engine(settings)
     ctx["engine"] = engine  # stored first, so that shutdown disposes it even if a check fails
+    if tracing.configure(tracing.WORKER_SERVICE):
+        tracing.instrument_engine(engine.sync_engine)
     state = await _wait_for_database(engine, settings)
     if not state.at_head:
         raise StartupError(state.describe())
@@ -155,6 +158,7 @@ async def shutdown(ctx: WorkerContext) -> None:
     engine = ctx.get("engine")
     if engine is not None:
         await engine.dispose()
+    tracing.shutdown()  # the spans still batched are exported before the worker exits
 
 
 def worker_settings(
@@ -193,6 +197,6 @@ def worker_settings(
         "on_shutdown": shutdown,
         **{name: contained(hook) for name, hook in hooks.items() if hook is not None},
         "job_serializer": serialize,
-        "job_deserializer": deserialize,
+        "job_deserializer": deserialize_job,  # keeps the envelope's trace context for the job's span
         "ctx": {"settings": settings},
     }

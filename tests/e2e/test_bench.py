@@ -16,6 +16,7 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
         "stock ARQ no-op jobs on uvloop",
         "our worker (ProvisioningWorker), no-op jobs",
         "provision_user, enqueue → committed row",
+        "provision_user with tracing on",
         "provision_user through PgBouncer",
         "SAQ + one raw asyncpg transaction per job",
         "raw asyncpg single-row transactions",

@@ -22,11 +22,11 @@ async def test_startup_refuses_an_unreachable_database_without_showing_the_passw
 
 
 def test_worker_settings_wire_json_and_the_hooks() -> None:
-    from worker.jobs.serialization import deserialize, serialize
+    from worker.jobs.serialization import deserialize_job, serialize
     from worker.tasks import TASKS
 
     assert WorkerSettings.job_serializer is serialize  # type: ignore[attr-defined]
-    assert WorkerSettings.job_deserializer is deserialize  # type: ignore[attr-defined]
+    assert WorkerSettings.job_deserializer is deserialize_job  # type: ignore[attr-defined]
     assert WorkerSettings.on_startup is startup  # type: ignore[attr-defined]
     assert WorkerSettings.on_shutdown is shutdown  # type: ignore[attr-defined]
     assert [f.__name__ for f in WorkerSettings.functions] == [t.__name__ for t in TASKS]  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from arq.jobs import Job
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 
+from worker import tracing
 from worker.cli.importing import UnreadableFile, batched, read_users
 from worker.cli.tables import Column, Output
 from worker.client import ProvisioningClient
@@ -26,6 +27,7 @@ IMPORT_COUNTS = ("jobs", "users", "created", "updated", "unchanged", "rejected",
 
 
 async def enqueue_command(options: argparse.Namespace) -> int:
+    tracing.configure(tracing.CLI_SERVICE)  # the enqueue's span, when OTEL_* turns tracing on
     model = PAYLOADS[options.function]
     arguments: dict[str, Any] = {field: getattr(options, field) for field in model.model_fields}
     if arguments.get("as_of") is not None and arguments["as_of"].isdigit():
@@ -67,6 +69,7 @@ async def _wait(job: Job, wait_seconds: float) -> int:
 
 
 async def import_command(options: argparse.Namespace) -> int:
+    tracing.configure(tracing.CLI_SERVICE)
     settings = get_settings()
     size = options.batch_size or settings.bulk_max_batch
     if not 0 < size <= settings.bulk_max_batch:

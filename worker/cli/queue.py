@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from worker import tracing
 from worker.cli.inspection import job_report, queue_status
 from worker.cli.tables import Cell, Column, Output, short_time, shown
 from worker.client import ProvisioningClient
@@ -68,6 +69,7 @@ async def failed_command(options: argparse.Namespace) -> int:
 
 
 async def retry_command(options: argparse.Namespace) -> int:
+    tracing.configure(tracing.CLI_SERVICE)  # the new job's enqueue span links to the failed one's trace
     settings = get_settings()
     async with ProvisioningClient.connect(settings) as client:
         failure = await failed_job(client.redis, settings.queue_name, options.job_id)
@@ -95,7 +97,9 @@ async def retry_command(options: argparse.Namespace) -> int:
             arguments["as_of"] = CLOCK.now()
             del arguments["stamp_job_id"]  # a new stamp: this job's own id breaks its ties
         try:
-            new = await client.enqueue(failure["function"], job_id=options.new_job_id, **arguments)
+            new = await client.enqueue(
+                failure["function"], job_id=options.new_job_id, follows=failure.get("trace"), **arguments
+            )
         except (InvalidPayload, DuplicateJob) as error:
             print(f"error: cannot retry: {error}", file=sys.stderr)
             return 2

@@ -4,11 +4,54 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from worker.jobs.errors import JobFailed
+
+TRACE_KEY = "trace"
+"""The envelope's trace context (docs/jobs.md, "Tracing"): `{"traceparent": …, "tracestate": …}`, W3C
+Trace Context. A top-level key beside `f`, `a`, `k`, never an argument: ARQ's deserializer, and workers
+that predate it, ignore unknown top-level keys, so a traced job still runs anywhere."""
+TRACE_FIELDS = ("traceparent", "tracestate")
+TRACE_FIELD_LIMIT = 512
+"""Characters of a trace field kept (W3C caps `tracestate` at 512); a longer value is dropped."""
+
+_outgoing_trace: ContextVar[dict[str, str] | None] = ContextVar("outgoing_trace", default=None)
+_incoming_trace: ContextVar[dict[str, str] | None] = ContextVar("incoming_trace", default=None)
+
+
+@contextmanager
+def carrying_trace(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Jobs serialized inside the block carry `carrier` (W3C fields) under `TRACE_KEY`."""
+    token = _outgoing_trace.set(trace_fields(carrier))
+    try:
+        yield
+    finally:
+        _outgoing_trace.reset(token)
+
+
+def trace_fields(carrier: object) -> dict[str, str] | None:
+    """The W3C fields of an envelope's (or a failure record's) trace context; None if it has none.
+
+    Anything else, and a malformed value, is left out: a job never fails over its trace context."""
+    if not isinstance(carrier, Mapping):
+        return None
+    fields = {
+        name: value
+        for name in TRACE_FIELDS
+        if isinstance(value := carrier.get(name), str) and 0 < len(value) <= TRACE_FIELD_LIMIT
+    }
+    return fields if "traceparent" in fields else None
+
+
+def incoming_trace() -> dict[str, str] | None:
+    """The trace context of the job this task runs, as `deserialize_job` read it from its envelope."""
+    return _incoming_trace.get()
 
 
 def describe_exception(exc: BaseException) -> dict[str, str]:
@@ -39,6 +82,8 @@ def serialize(data: dict[str, Any]) -> bytes:
     if "s" in data:
         # Results outlive jobs (KEEP_RESULT) and are read by enqueuers: arguments may be secrets.
         data = {**data, "a": [], "k": {}}
+    elif (trace := _outgoing_trace.get()) is not None:
+        data = {**data, TRACE_KEY: trace}
     # ASCII escapes: any string that came in (lone surrogates included) goes back out as valid JSON.
     return json.dumps(
         data, default=_encode, separators=(",", ":"), ensure_ascii=True, allow_nan=False
@@ -63,6 +108,18 @@ def deserialize(raw: bytes) -> dict[str, Any]:
         error = result["error"]
         if isinstance(error, dict):
             data["r"] = JobFailed(str(error.get("type", "Error")), str(error.get("message", "")))
+    return data
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    """The worker's deserializer: `deserialize`, and the job's trace context kept for its task.
+
+    ARQ deserializes a job in the task that then starts the job's function, which inherits the
+    context (`incoming_trace`); a job without the key leaves it unset.
+    """
+    data = deserialize(raw)
+    if TRACE_KEY in data:
+        _incoming_trace.set(trace_fields(data[TRACE_KEY]))
     return data
 
 

@@ -62,10 +62,12 @@ async def record_failure(
     arguments: Mapping[str, Any],
     retention: int,
     security: bool = False,
+    trace: Mapping[str, str] | None = None,
 ) -> None:
     """Keep a failed job for `retention` seconds: its arguments (for `retry`) minus passwords.
 
-    `security` marks a deactivation or deletion that failed: `failed` lists those first.
+    `security` marks a deactivation or deletion that failed: `failed` lists those first. `trace`
+    (W3C fields: the failed try's span, or the trace its envelope carried) is what `retry` links to.
     """
     now = time.time()
     kept, dropped = _without_secrets(arguments)
@@ -80,6 +82,8 @@ async def record_failure(
         "password_dropped": dropped,
         "security": security,
     }
+    if trace:
+        record["trace"] = dict(trace)
     encoded = json.dumps(kept, default=str).encode()
     if len(encoded) > ARGUMENTS_LIMIT:
         # A malformed job can be megabytes: keep what identifies it, not the job itself.

@@ -12,6 +12,10 @@ Under load (the last group had more than one job), each group collects for up to
 seconds before it is written: a few milliseconds of latency buy much larger groups, so fewer
 statements and commits for PostgreSQL and less per-statement work for the worker. A lone job is
 written at once, so light traffic sees no delay.
+
+Traced, a group's write is one span (`group commit`), whose SQL spans are its children: the child of
+the first job's span in the group, linked to the spans of the others, since one transaction serves
+them all and a span has one parent.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from worker import tracing
 from worker.db.session import SessionFactory
 from worker.repositories.user import UserCommand
 from worker.runtime import metrics
@@ -27,6 +33,9 @@ from worker.runtime.retries import is_transient
 from worker.services.outcome import UserOutcome
 from worker.services.unit_of_work import SqlAlchemyUnitOfWork
 from worker.services.users import apply_commands
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,7 @@ class RunAlone(Exception):
 class _Waiting:
     command: UserCommand
     future: asyncio.Future[UserOutcome]
+    span: SpanContext | None = None  # its job's span, when traced
 
 
 class CommandGroups:
@@ -57,7 +67,8 @@ class CommandGroups:
     async def apply(self, command: UserCommand) -> UserOutcome:
         """The outcome of `command`, written together with whatever else is waiting."""
         future: asyncio.Future[UserOutcome] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(command, future))
+        span = tracing.current_span_context() if tracing.tracer() is not None else None
+        self._waiting.append(_Waiting(command, future, span))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all(), name="command-group-writer")
         return await future
@@ -90,8 +101,7 @@ class CommandGroups:
 
     async def _write(self, group: list[_Waiting]) -> None:
         try:
-            uow = SqlAlchemyUnitOfWork(self._session_factory)
-            outcomes = await apply_commands(uow, [w.command for w in group], retention=self._retention)
+            outcomes = await self._traced_apply(group)
         except Exception as error:
             transient = is_transient(error)
             if not transient:
@@ -105,3 +115,23 @@ class CommandGroups:
         for waiting, outcome in zip(group, outcomes, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(outcome)
+
+    async def _traced_apply(self, group: list[_Waiting]) -> list[UserOutcome]:
+        """The group's outcomes, in one unit of work; a span of its own when traced."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._apply(group)
+        spans = [waiting.span for waiting in group if waiting.span is not None]
+        # Its parent is explicit: the writer task runs in the context of whichever job started it.
+        with tracing.span(
+            tracer,
+            "group commit",
+            parent=spans[0] if spans else None,
+            links=spans[1:],
+            attributes={"group.size": len(group)},
+        ):
+            return await self._apply(group)
+
+    async def _apply(self, group: list[_Waiting]) -> list[UserOutcome]:
+        uow = SqlAlchemyUnitOfWork(self._session_factory)
+        return await apply_commands(uow, [w.command for w in group], retention=self._retention)

@@ -16,8 +16,10 @@ from typing import Any
 
 from arq.worker import Retry
 
+from worker import tracing
 from worker.jobs.errors import GaveUp, first_line
 from worker.jobs.payloads import PayloadT, parse_payload
+from worker.jobs.serialization import incoming_trace
 from worker.jobs.stamps import Stamp, check_stamp, now_micros
 from worker.retrying import backoff_delay
 from worker.runtime import metrics
@@ -53,8 +55,56 @@ async def run_job(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
 ) -> JobResult:
-    """Run one task's body on its validated payload, and account for how it ended."""
+    """Run one task's body on its validated payload, and account for how it ended.
+
+    With tracing on, each try is a consumer span, the child of the span that enqueued the job
+    (the envelope's trace context), or a root span for a job that carries none.
+    """
     run = JobRun(function, ctx.get("job_id"), ctx.get("job_try"))
+    tracer = tracing.tracer()
+    if tracer is None:
+        return await _run(ctx, run, model, runner, args, kwargs)
+    with tracing.span(
+        tracer,
+        f"process {function}",
+        kind="consumer",
+        parent=tracing.extract(incoming_trace()),
+        attributes=_span_attributes(ctx, function),
+        fail_on_exception=False,
+    ) as span:
+        try:
+            return await _run(ctx, run, model, runner, args, kwargs)
+        finally:
+            span.set_attribute("job.outcome", run.ending)
+            if run.error_type is not None:
+                tracing.mark_failed(span, run.error_type)
+
+
+def _span_attributes(ctx: JobContext, function: str) -> dict[str, str | int | float]:
+    """What a try's span says of it: job id, function, try, and how long since the job was enqueued.
+
+    No more: each attribute costs the worker time to record and export (docs/jobs.md, "Tracing").
+    """
+    attributes: dict[str, str | int | float] = {
+        "messaging.message.id": str(ctx.get("job_id")),
+        "job.function": function,
+        "job.try": int(ctx.get("job_try", 1)),
+    }
+    if "enqueue_time" in ctx:
+        queued = time.time() - ctx["enqueue_time"].timestamp()
+        attributes["job.queued_ms"] = round(queued * 1000, 1)
+    return attributes
+
+
+async def _run(
+    ctx: JobContext,
+    run: JobRun,
+    model: type[PayloadT],
+    runner: Runner[PayloadT],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> JobResult:
+    function = run.function
     metrics.JOBS_STARTED.labels(function).inc()
     metrics.JOBS_IN_PROGRESS.inc()
     try:
@@ -147,6 +197,8 @@ async def _keep_failure(
         arguments["as_of"] = enqueue_micros(ctx)
     if "stamp_job_id" not in arguments and ctx.get("job_id") is not None:
         arguments["stamp_job_id"] = str(ctx["job_id"])
+    # For `retry`'s link to the old trace: this try's span, or the trace the envelope carried.
+    trace = tracing.inject() or incoming_trace()
     try:
         await record_failure(
             redis,
@@ -159,6 +211,7 @@ async def _keep_failure(
             arguments=arguments,
             retention=settings.failed_job_retention,
             security=security,
+            trace=trace,
         )
     except Exception:
         logger.exception("could not record the failure of job %s", ctx.get("job_id"))

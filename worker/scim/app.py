@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from worker import tracing
 from worker.client import ProvisioningClient
 from worker.db.session import create_engine, create_session_factory
 from worker.scim import BASE_PATH, discovery, health, users
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, client_factory: ClientFactory | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing.configure(tracing.SCIM_SERVICE)  # when OTEL_* turns it on: requests, and the jobs they send
         engine = create_engine(settings, reads_only=True)  # it writes only through jobs
         try:
             async with open_client(settings) as client:
@@ -46,6 +48,7 @@ def create_app(settings: Settings, *, client_factory: ClientFactory | None = Non
                 yield
         finally:
             await engine.dispose()
+            tracing.shutdown()
 
     return Starlette(
         routes=_routes(),

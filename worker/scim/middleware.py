@@ -1,4 +1,5 @@
-"""ASGI middleware: observing every request (log line, metrics, X-Request-Id) and the token check."""
+"""ASGI middleware: observing every request (log line, metrics, X-Request-Id, a span when traced) and
+the token check."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker import tracing
 from worker.scim import BASE_PATH
 from worker.scim.auth import CHALLENGE, Tokens
 from worker.scim.errors import ScimError, error_response
 from worker.scim.logs import log_request
 from worker.scim.metrics import record_request
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""The W3C Trace Context headers a caller's trace continues through."""
 
 
 class ObserveRequests:
@@ -38,8 +43,32 @@ class ObserveRequests:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        tracer = tracing.tracer()
         try:
-            await self.app(scope, receive, observed_send)
+            if tracer is None:
+                await self.app(scope, receive, observed_send)
+            else:
+                # A server span, continuing the caller's trace if it sent one: the jobs a write
+                # request enqueues are its children. The route, never the URL (a filter names emails).
+                method = str(scope["method"])
+                carrier = {name: value for name in TRACE_HEADERS if (value := _header(scope, name.encode()))}
+                with tracing.span(
+                    tracer,
+                    method,
+                    kind="server",
+                    parent=tracing.extract(carrier),
+                    attributes={"http.request.method": method},
+                ) as span:
+                    try:
+                        await self.app(scope, receive, observed_send)
+                    finally:
+                        route = getattr(scope.get("route"), "path", None)
+                        if route is not None:
+                            span.update_name(f"{method} {route}")
+                            span.set_attribute("http.route", route)
+                        span.set_attribute("http.response.status_code", status)
+                        if status >= 500:
+                            tracing.mark_failed(span, str(status))
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
