@@ -26,12 +26,17 @@ from tests.support.processes import ROOT, run_module, worker_env
 from tests.support.settings import make_settings
 from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
-from worker.jobs.errors import JobFailed
+from worker.jobs.errors import DatabaseError, JobFailed
 from worker.jobs.identity import identity_key
+from worker.jobs.payloads import DeactivateUser
 from worker.jobs.sealing import new_seal_key, seal_password
 from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password, verify_password
 from worker.repositories.user import UserCommand, UserRepository
+from worker.runtime.context import JobContext
+from worker.runtime.failures import failed_job
+from worker.runtime.job_run import run_job
+from worker.services.outcome import UserOutcome
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")
@@ -324,6 +329,32 @@ async def test_database_errors_do_not_carry_sql_parameters(db_session: AsyncSess
     assert "ck_users_role" in str(failure.value)
     assert secret_hash not in str(failure.value)
     assert "parameters hidden" in str(failure.value)
+
+
+async def test_a_value_the_driver_quotes_stays_out_of_the_jobs_error_and_failure_record(
+    settings: Settings, redis: ArqRedis, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncpg names a query argument it cannot encode, value and all, in its error's first line.
+    canary = hash_password("quoted-by-the-driver")
+
+    async def runner(ctx: JobContext, function: str, command: DeactivateUser) -> UserOutcome:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT CAST(:value AS integer)"), {"value": canary})
+        raise AssertionError("the statement above is refused")
+
+    job_id = new_id()
+    ctx = cast(JobContext, {"settings": settings, "redis": redis, "job_id": job_id, "job_try": 1})
+    with caplog.at_level(logging.DEBUG), pytest.raises(DatabaseError) as failure:
+        await run_job(ctx, "deactivate_user", DeactivateUser, runner, (), {"email": "q@example.com"})
+
+    assert str(failure.value).startswith("DataError: invalid input for query argument $1: (value withheld)")
+    assert failure.value.__cause__ is None
+    assert failure.value.__suppress_context__
+    record = await failed_job(redis, settings.queue_name, job_id)
+    assert record is not None
+    assert record["error_type"] == "DatabaseError"
+    assert canary not in json.dumps(record)
+    assert canary not in caplog.text
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

@@ -262,7 +262,7 @@ async def test_a_bad_row_in_a_group_fails_only_its_own_job(
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE users DROP CONSTRAINT no_bad"))
     assert (worker.jobs_complete, worker.jobs_failed) == (10, 1)
-    with pytest.raises(JobFailed, match="IntegrityError"):
+    with pytest.raises(JobFailed, match="DatabaseError: CheckViolationError"):
         await bad.result(timeout=5)
     assert [(await job.result(timeout=5))["status"] for job in good] == ["created"] * 10
     assert len(await _users(engine)) == 10

@@ -9,6 +9,8 @@ Each error carries its data as attributes; its message is what the job's result 
 
 from __future__ import annotations
 
+import re
+
 
 class PermanentJobError(Exception):
     """The job cannot succeed as sent: fail it once, do not retry, write nothing."""
@@ -93,7 +95,24 @@ class JobFailed(Exception):
         self.message = message
 
 
+class DatabaseError(Exception):
+    """PostgreSQL or its driver refused a statement for a reason no retry fixes (a bug, or a schema
+    the code does not expect). Told by the driver's error type and first line only: below it come
+    the SQL and links, and the driver quotes a mistyped query argument's value (which may be a
+    password hash) in its text, so only this stands in the job's result, failure record and logs."""
+
+    def __init__(self, error: BaseException) -> None:
+        dbapi = error.__cause__ or error  # SQLAlchemy raises its error from the DB-API's,
+        driver = dbapi.__cause__ or dbapi  # and an adapted DB-API (asyncpg's) from the driver's own
+        super().__init__(f"{type(driver).__name__}: {first_line(driver)}")
+
+
+_QUOTED_ARGUMENT = re.compile(r"(query argument \$\d+): .*")
+
+
 def first_line(error: BaseException) -> str:
-    """The first line of an error's text (SQLAlchemy appends SQL and links below it)."""
+    """The first line of an error's text (SQLAlchemy appends SQL and links below it), with any value
+    the driver quotes from a query argument withheld."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else "no detail"
+    line = text.splitlines()[0] if text else "no detail"
+    return _QUOTED_ARGUMENT.sub(r"\1: (value withheld)", line)

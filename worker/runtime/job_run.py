@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from arq.worker import Retry
+from sqlalchemy.exc import DBAPIError
 
 from worker import tracing
-from worker.jobs.errors import GaveUp, first_line
+from worker.jobs.errors import DatabaseError, GaveUp, first_line
 from worker.jobs.payloads import PayloadT, parse_payload
 from worker.jobs.serialization import incoming_trace
 from worker.jobs.stamps import Stamp, check_stamp, now_micros
@@ -139,6 +140,8 @@ async def _attempt(ctx: JobContext, function: str, runner: Runner[PayloadT], com
             outcome = await runner(ctx, function, command)
     except Exception as error:
         if not is_transient(error):
+            if isinstance(error, DBAPIError):
+                raise DatabaseError(error) from None
             raise
         job_try = ctx.get("job_try", 1)
         reason = f"{type(error).__name__}: {first_line(error)}"
