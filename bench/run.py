@@ -85,10 +85,17 @@ def _asyncpg_dsn(url: str) -> str:
 
 
 async def _enqueue_raw(
-    redis: ArqRedis, queue: str, function: str, payloads: Sequence[dict[str, Any]], *, traced: bool = False
+    redis: ArqRedis,
+    queue: str,
+    function: str,
+    payloads: Sequence[dict[str, Any]],
+    *,
+    traced: bool = False,
+    sample_every: int = 1,
 ) -> list[str]:
     """Queue jobs the way another language would (SET + ZADD), in pipelines of 1,000; `traced`: each
-    job carries a trace context of its own (a sampled `traceparent`), as a traced enqueuer's would."""
+    job carries a trace context of its own, as a traced enqueuer's would, sampled for one job in
+    `sample_every` (the enqueuer's sampling decision, which the worker's parent-based sampler follows)."""
     ids = []
     now_ms = int(time.time() * 1000)
     for start in range(0, len(payloads), 1000):
@@ -97,7 +104,9 @@ async def _enqueue_raw(
                 job_id = f"bench-{RUN}-{function}-{start + offset}"
                 envelope: dict[str, Any] = {"f": function, "a": [], "k": kwargs, "t": None, "et": now_ms}
                 if traced:
-                    envelope[TRACE_KEY] = {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+                    flags = "01" if (start + offset) % sample_every == 0 else "00"
+                    parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flags}"
+                    envelope[TRACE_KEY] = {"traceparent": parent}
                 job = serialize(envelope)
                 pipe.set(f"arq:job:{job_id}", job, px=3_600_000)
                 pipe.zadd(queue, {job_id: now_ms})
@@ -159,12 +168,16 @@ async def arq_rate(
     per_job: int = 1,
     *,
     trace_to: str | None = None,
+    sample_every: int = 1,
 ) -> tuple[float, float]:
     """(items/s from the first job's start to the last one's finish, peak worker RSS MB).
 
-    `trace_to`: an OTLP/HTTP endpoint; the jobs carry trace contexts and the worker exports to it.
+    `trace_to`: an OTLP/HTTP endpoint; the jobs carry trace contexts (one in `sample_every` sampled)
+    and the worker exports to it.
     """
-    ids = await _enqueue_raw(redis, settings.queue_name, function, payloads, traced=trace_to is not None)
+    ids = await _enqueue_raw(
+        redis, settings.queue_name, function, payloads, traced=trace_to is not None, sample_every=sample_every
+    )
     extra_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": trace_to} if trace_to is not None else None
     rss = await asyncio.to_thread(_run_worker, target, settings, extra_env)
     records = await _results(redis, ids)
@@ -393,16 +406,19 @@ async def measure(
             if "tracing" in only:
                 # Tracing on as operators turn it on (an OTLP endpoint: OTLP/HTTP, BatchSpanProcessor's
                 # defaults), to a sink in this process that answers as a collector does.
-                async with bench_database("traced") as url:
-                    with otlp_receiver(keep=False) as sink:
-                        f["traced"], _ = await arq_rate(
-                            redis,
-                            _settings(url, "traced"),
-                            "worker.main.WorkerSettings",
-                            "provision_user",
-                            _users(jobs, "traced"),
-                            trace_to=sink.endpoint,
-                        )
+                # Every job's trace sampled, then one in ten (an enqueuer that samples 10 %).
+                for label, sample_every in (("traced", 1), ("traced_tenth", 10)):
+                    async with bench_database(label) as url:
+                        with otlp_receiver(keep=False) as sink:
+                            f[label], _ = await arq_rate(
+                                redis,
+                                _settings(url, label),
+                                "worker.main.WorkerSettings",
+                                "provision_user",
+                                _users(jobs, label),
+                                trace_to=sink.endpoint,
+                                sample_every=sample_every,
+                            )
             if "pgbouncer" in only:
                 async with bench_database("pgbouncer") as url, _through_pgbouncer(url) as pooled_url:
                     settings = _settings(pooled_url, "pgbouncer").model_copy(
@@ -493,6 +509,12 @@ def _rows(f: dict[str, float], batch: int, bulk_batches: int) -> list[Row]:
         "jobs/s",
         of("traced", "ours", "tracing off"),
         "≥ 0.90 of tracing off",
+    )
+    add(
+        "traced_tenth",
+        "provision_user with tracing on, 1 trace in 10 sampled by the enqueuer",
+        "jobs/s",
+        of("traced_tenth", "ours", "tracing off"),
     )
     add(
         "pooled",
