@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     argon2_time_cost: Annotated[int, Field(ge=MIN_TIME_COST)] = MIN_TIME_COST
     argon2_parallelism: Annotated[int, Field(ge=MIN_PARALLELISM)] = MIN_PARALLELISM
     hash_threads: PositiveInt | None = None
+    # Cheap jobs first (docs/performance.md, "Password hashing pool"): sealed-password jobs one
+    # worker holds at once (default twice the hashing threads; 0: up to MAX_JOBS), and how much
+    # lower the hashing threads' CPU priority is (a Linux nice increment; 0: the worker's own).
+    hash_jobs: Annotated[int, Field(ge=0)] | None = None
+    hash_nice: Annotated[int, Field(ge=0, le=19)] = 19
 
     # The SCIM 2.0 service (`python -m worker scim`; README, "SCIM"). SCIM_TOKENS: comma-separated
     # bearer tokens, several while rotating; the service refuses to start without one.
@@ -219,6 +224,13 @@ class Settings(BaseSettings):
     def hashing_threads(self) -> int:
         """Threads for password hashing: HASH_THREADS, or one per core."""
         return self.hash_threads or os.cpu_count() or 1
+
+    @property
+    def hashing_job_limit(self) -> int:
+        """Sealed-password jobs one worker holds at once: HASH_JOBS (0: MAX_JOBS), or 2 per hashing thread."""
+        if self.hash_jobs is None:
+            return 2 * self.hashing_threads
+        return self.hash_jobs or self.max_jobs
 
     @property
     def database_connect_args(self) -> dict[str, Any]:

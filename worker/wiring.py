@@ -65,7 +65,9 @@ async def startup(ctx: WorkerContext) -> None:
         else None
     )
     ctx["bulk_slots"] = asyncio.Semaphore(settings.bulk_concurrency)
-    ctx["hashing"] = PasswordHashing(settings.password_policy, threads=settings.hashing_threads)
+    ctx["hashing"] = PasswordHashing(
+        settings.password_policy, threads=settings.hashing_threads, nice=settings.hash_nice
+    )
     keys = settings.seal_key_list
     ctx["key_ring"] = KeyRing(keys, max_age=settings.seal_max_age) if keys else None
     ctx["erasure"] = ErasureKeys(settings.erasure_key_list)

@@ -17,6 +17,7 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
         "our worker (ProvisioningWorker), no-op jobs",
         "provision_user, enqueue → committed row",
         "provision_user with tracing on",
+        "1 trace in 10 sampled",
         "provision_user through PgBouncer",
         "SAQ + one raw asyncpg transaction per job",
         "raw asyncpg single-row transactions",
@@ -27,7 +28,8 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
         "latency p99 at 100 jobs/s",
         "peak worker RSS",
         "pool of",
-        "hashing on the event loop",
+        "before issue 20 (HASH_JOBS=0, HASH_NICE=0)",
+        "Deactivation p99 during the burst / alone",
     ):
         assert row in text
     assert "| 1 thread |" in text

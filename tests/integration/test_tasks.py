@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,8 +19,12 @@ from tests.support.worker_runner import run_burst
 from worker.client import ProvisioningClient
 from worker.db.session import SessionFactory
 from worker.jobs.errors import JobFailed
+from worker.jobs.sealing import new_seal_key
 from worker.jobs.stamps import now_micros
 from worker.passwords.policy import hash_password
+from worker.repositories.user import UserCommand
+from worker.runtime.group_commit import CommandGroups
+from worker.services.outcome import UserOutcome
 from worker.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("committing_sessions")
@@ -327,3 +332,36 @@ async def test_an_update_of_a_user_that_never_comes_gives_up(redis: ArqRedis, se
         JobFailed, match="GaveUp: update_user: gave up after 2 tries; last error NotProvisionedYet"
     ):
         await update.result(timeout=5)
+
+
+async def test_a_hashed_passwords_write_stays_out_of_the_group_commit(
+    redis: ArqRedis, settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealed-password jobs come at hashing's pace: in the group commit they would keep it under load,
+    and the cheap jobs beside them would wait for its window (docs/performance.md, "Password hashing
+    pool"). Their writes go alone; a cheap job's, and an enqueuer-made hash's, are grouped."""
+    seal_key = new_seal_key()
+    settings = settings.model_copy(update={"seal_keys": SecretStr(seal_key)})
+    grouped: list[str] = []
+    apply = CommandGroups.apply
+
+    async def recording(self: CommandGroups, command: UserCommand) -> UserOutcome:
+        grouped.append(command["email"])
+        return await apply(self, command)
+
+    monkeypatch.setattr(CommandGroups, "apply", recording)
+    client = ProvisioningClient(redis, queue_name=settings.queue_name, seal_key=seal_key)
+    await client.provision_user(
+        email="sealed@example.com", role="member", password="a long passphrase", job_id=new_id()
+    )
+    await client.provision_user(email="cheap@example.com", role="member", job_id=new_id())
+    await client.provision_user(
+        email="hashed@example.com", role="member", password_hash=hash_password("another"), job_id=new_id()
+    )
+
+    worker = await run_burst(settings)
+
+    assert (worker.jobs_complete, worker.jobs_failed) == (3, 0)
+    assert sorted(grouped) == ["cheap@example.com", "hashed@example.com"]
+    stored = {email: password for email, _, _, password in await _users(engine)}
+    assert str(stored["sealed@example.com"]).startswith("$argon2id$")

@@ -86,12 +86,25 @@ def test_a_plain_postgresql_url_gets_the_async_driver() -> None:
         ),
         ("redis_url", "http://:hush-pw@cache", "REDIS_URL uses scheme 'http'"),
         ("max_jobs", 0, "greater than 0"),
+        ("hash_nice", 20, "less than or equal to 19"),
+        ("hash_jobs", -1, "greater than or equal to 0"),
     ],
 )
 def test_bad_values_are_refused_clearly(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as error:
         _settings(**{field: value})
     assert "hush-pw" not in str(error.value)
+
+
+def test_sealed_password_jobs_held_default_to_two_per_hashing_thread_and_0_means_max_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HASH_JOBS", "HASH_NICE"):
+        monkeypatch.delenv(name, raising=False)
+    assert _settings(hash_threads=3).hashing_job_limit == 6
+    assert _settings(hash_threads=3, hash_jobs=5).hashing_job_limit == 5
+    assert _settings(hash_jobs=0, max_jobs=40).hashing_job_limit == 40  # as before issue 20
+    assert _settings().hash_nice == 19
 
 
 def test_mask_url_never_returns_a_password() -> None:

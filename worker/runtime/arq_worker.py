@@ -48,8 +48,12 @@ class ProvisioningWorker(Worker):
         """Large jobs (bulk batches) held at once: twice BULK_CONCURRENCY, so the next batches are
         read while the others write. More would only wait in memory for a bulk slot, where other
         workers could run them."""
+        self.hashing_job_limit = settings.hashing_job_limit if settings else self.max_jobs
+        """Sealed-password jobs held at once (HASH_JOBS): enough to keep the hashing threads busy;
+        the claim takes the cheap jobs queued behind the others (docs/performance.md)."""
         self.claim = Claim()
         self._large_running: set[str] = set()
+        self._hashing_running: set[str] = set()
         self._finishes: FinishBatches | None = None
 
     # ARQ's command line passes a worker class only the settings its signature names
@@ -112,10 +116,12 @@ class ProvisioningWorker(Worker):
             lifetime_ms=int(self.in_progress_timeout_s * 1000),
             room=free,
             large_room=max(0, self.large_job_limit - len(self._large_running)),
+            hashing_room=max(0, self.hashing_job_limit - len(self._hashing_running)),
         )
         if not jobs:
             return
         self._large_running.update(job.job_id for job in jobs if job.large)
+        self._hashing_running.update(job.job_id for job in jobs if job.hashing)
         allow_abort = self.allow_abort_jobs
         async with self.pool.pipeline(transaction=True) as pipe:
             for job in jobs:
@@ -136,6 +142,7 @@ class ProvisioningWorker(Worker):
 
     def _job_done(self, job_id: str, _: asyncio.Task[None]) -> None:
         self._large_running.discard(job_id)
+        self._hashing_running.discard(job_id)
         self._release_sem_dec_counter_on_complete()
 
     async def finish_job(

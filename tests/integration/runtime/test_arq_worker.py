@@ -1,8 +1,9 @@
-"""ProvisioningWorker on the real Redis: the batched read, and the room for large jobs."""
+"""ProvisioningWorker on the real Redis: the batched read, and the room for large and sealed-password jobs."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -95,3 +96,59 @@ async def test_a_worker_holds_at_most_twice_bulk_concurrency_large_jobs_and_runs
         for job_id in ids
     ]
     assert [r.success for r in results if r] == [True] * 7
+
+
+async def _run_sealed_and_cheap(redis: ArqRedis, settings: Settings) -> tuple[int, list[str]]:
+    """Six sealed-password jobs, then two cheap ones, queued before the worker starts: (most sealed
+    jobs held at once, the order the jobs started in)."""
+    queue, held, most_held, started = settings.queue_name, 0, 0, []
+
+    async def sealed(ctx: dict[str, Any], password_sealed: str) -> None:
+        nonlocal held, most_held
+        started.append(password_sealed)
+        held += 1
+        most_held = max(most_held, held)
+        await asyncio.sleep(0.05)  # hashing
+        held -= 1
+
+    async def cheap(ctx: dict[str, Any], email: str) -> None:
+        started.append(email)
+
+    ids = [new_id("s") for _ in range(6)] + [new_id("c") for _ in range(2)]
+    for number, job_id in enumerate(ids[:6]):
+        await redis.enqueue_job("sealed", password_sealed=f"s{number}", _job_id=job_id, _queue_name=queue)
+    for number, job_id in enumerate(ids[6:]):
+        await redis.enqueue_job("cheap", email=f"c{number}", _job_id=job_id, _queue_name=queue)
+    due = int(time.time() * 1000) - 1000
+    await redis.zadd(queue, {job_id: due + at for at, job_id in enumerate(ids)})  # in this order, not by id
+
+    async with asyncio.timeout(30):  # a worker that never frees its room would wait here for good
+        await run_burst(
+            settings,
+            functions=[func(sealed, name="sealed"), func(cheap, name="cheap")],
+            on_startup=None,
+            on_shutdown=None,
+            cron_jobs=[],
+            max_jobs=10,
+        )
+    return most_held, started
+
+
+async def test_a_worker_holds_at_most_hash_jobs_sealed_password_jobs_and_claims_cheap_jobs_past_them(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    most_held, started = await _run_sealed_and_cheap(redis, settings.model_copy(update={"hash_jobs": 2}))
+
+    assert most_held == 2  # HASH_JOBS, though MAX_JOBS had room for all 6
+    assert sorted(started) == ["c0", "c1", "s0", "s1", "s2", "s3", "s4", "s5"]
+    assert started[:4] == ["s0", "s1", "c0", "c1"]  # the first claim: the cheap jobs past s2…s5
+
+
+async def test_hash_jobs_0_claims_sealed_password_jobs_up_to_max_jobs(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """HASH_JOBS=0 is the worker before issue 20: the cheap jobs wait behind every sealed one."""
+    most_held, started = await _run_sealed_and_cheap(redis, settings.model_copy(update={"hash_jobs": 0}))
+
+    assert most_held == 6
+    assert started == ["s0", "s1", "s2", "s3", "s4", "s5", "c0", "c1"]
