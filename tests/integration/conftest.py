@@ -10,3 +10,4 @@ from tests.support.services import empty_database_url as empty_database_url
 from tests.support.services import engine as engine
 from tests.support.services import redis as redis
 from tests.support.services import settings as settings
+from tests.support.tracing import exported as exported

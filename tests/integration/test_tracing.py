@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from arq.connections import ArqRedis
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import text
@@ -32,20 +30,6 @@ from worker.settings import Settings
 pytestmark = pytest.mark.usefixtures("committing_sessions")
 
 CANARY = "canary-7f3a91"
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    """Tracing on in this process, every finished span kept in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource({"service.name": "tests"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.uninstall()
-        provider.shutdown()
 
 
 def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:

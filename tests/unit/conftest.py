@@ -16,6 +16,7 @@ from pytest_socket import disable_socket
 from redis.asyncio import ConnectionPool
 
 from tests.support.settings import make_settings
+from tests.support.tracing import exported as exported
 from worker.jobs.serialization import deserialize, serialize
 from worker.settings import Settings
 

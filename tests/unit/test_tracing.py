@@ -139,19 +139,14 @@ def test_an_installed_provider_outlives_configure_and_shutdown() -> None:
     provider.shutdown()
 
 
-def test_a_malformed_traceparent_starts_a_trace_of_its_own() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
+def test_a_malformed_traceparent_starts_a_trace_of_its_own(exported: InMemorySpanExporter) -> None:
     tracer = tracing.tracer()
     assert tracer is not None
     with tracing.span(tracer, "process x", parent=tracing.extract({"traceparent": "00-garbage-01"})):
         pass
-    (span,) = exporter.get_finished_spans()
+    (span,) = exported.get_finished_spans()
     assert span.parent is None
     assert span.context.is_valid
-    provider.shutdown()
 
 
 def test_extract_refuses_what_is_not_a_trace_context() -> None:
@@ -166,17 +161,15 @@ def test_extract_refuses_what_is_not_a_trace_context() -> None:
     assert f"{context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
 
 
-async def test_the_client_puts_the_enqueue_span_s_context_in_the_envelope(fake_redis: ArqRedis) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
+async def test_the_client_puts_the_enqueue_span_s_context_in_the_envelope(
+    fake_redis: ArqRedis, exported: InMemorySpanExporter
+) -> None:
     client = ProvisioningClient(fake_redis, queue_name=FAKE_QUEUE)
 
     await client.deactivate_user(email="leaver@example.com", job_id="traced")
 
     stored = json.loads(await fake_redis.get("arq:job:traced"))
-    (send,) = exporter.get_finished_spans()
+    (send,) = exported.get_finished_spans()
     assert send.name == "send deactivate_user"
     trace_id, span_id = f"{send.context.trace_id:032x}", f"{send.context.span_id:016x}"
     assert stored[TRACE_KEY]["traceparent"].startswith(f"00-{trace_id}-{span_id}-")
@@ -186,7 +179,6 @@ async def test_the_client_puts_the_enqueue_span_s_context_in_the_envelope(fake_r
         "job.function": "deactivate_user",
         "messaging.destination.name": FAKE_QUEUE,
     }
-    provider.shutdown()
 
 
 async def test_with_tracing_off_the_envelope_has_no_trace_key(fake_redis: ArqRedis) -> None:
@@ -198,6 +190,15 @@ async def test_with_tracing_off_the_envelope_has_no_trace_key(fake_redis: ArqRed
     assert set(json.loads(await fake_redis.get("arq:job:plain"))) == {"t", "f", "a", "k", "et"}
 
 
+def _fresh_python(script: str) -> str:
+    """What `script` prints in a new interpreter, with no OTEL_* variable set."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
 def test_with_tracing_off_no_process_of_ours_imports_opentelemetry() -> None:
     script = (
         "import sys, worker.main, worker.scim.app, worker.cli.commands\n"
@@ -206,11 +207,7 @@ def test_with_tracing_off_no_process_of_ours_imports_opentelemetry() -> None:
         "assert tracing.tracer() is None\n"
         "print(sorted(name for name in sys.modules if name.startswith('opentelemetry')))\n"
     )
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.strip() == "[]"
+    assert _fresh_python(script) == "[]"
 
 
 def test_a_client_in_another_program_uses_that_program_s_tracer_provider() -> None:
@@ -227,8 +224,4 @@ def test_a_client_in_another_program_uses_that_program_s_tracer_provider() -> No
         "assert carrier is not None\n"
         "print(carrier['traceparent'].split('-')[2] == f'{span.get_span_context().span_id:016x}')\n"
     )
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.strip() == "True"
+    assert _fresh_python(script) == "True"
