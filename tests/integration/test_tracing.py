@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Sequence
 
 import pytest
@@ -109,6 +110,35 @@ async def test_a_group_commit_span_is_the_first_jobs_child_and_links_the_others(
     assert group.parent.span_id == jobs[0].context.span_id
     assert [link.context.span_id for link in group.links] == [j.context.span_id for j in jobs[1:]]
     assert (group.attributes or {})["group.size"] == 3
+
+
+async def test_a_group_commit_span_follows_only_the_sampled_jobs(
+    committing_sessions: SessionFactory, exported: InMemorySpanExporter
+) -> None:
+    """A job whose enqueuer did not sample its trace gets no link: that trace is never exported.
+    A group of such jobs alone is not sampled either: it records nothing."""
+    groups = CommandGroups(committing_sessions, retention=RETENTION)
+    tracer = tracing.tracer()
+    assert tracer is not None
+
+    async def job(number: int, sampled: bool) -> None:
+        parent = f"00-{uuid.uuid4().hex}-{number + 1:016x}-{'01' if sampled else '00'}"
+        with tracing.span(tracer, f"job {number}", parent=tracing.extract({"traceparent": parent})):
+            await groups.apply(provision(f"{CANARY}-s{number}@example.com", "member"))
+
+    await asyncio.gather(job(0, False), job(1, True), job(2, False), job(3, True))
+    spans = exported.get_finished_spans()
+    (group,) = named(spans, "group commit")
+    sampled = [named(spans, f"job {number}")[0] for number in (1, 3)]
+    assert [span.name for span in spans if span.name.startswith("job")] == ["job 1", "job 3"]
+    assert group.parent is not None
+    assert group.parent.span_id == sampled[0].context.span_id
+    assert [link.context.span_id for link in group.links] == [sampled[1].context.span_id]
+    assert (group.attributes or {})["group.size"] == 4
+
+    exported.clear()
+    await asyncio.gather(job(4, False), job(5, False))
+    assert exported.get_finished_spans() == ()
 
 
 async def test_a_failed_job_keeps_its_trace_and_a_job_sent_again_links_to_it(

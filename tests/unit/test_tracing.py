@@ -161,6 +161,64 @@ def test_extract_refuses_what_is_not_a_trace_context() -> None:
     assert f"{context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
 
 
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"},
+        {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},
+        {"traceparent": " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"},
+        {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"},
+        {"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\n"},
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=x,o=1",
+        },
+    ],
+)
+def test_extract_reads_a_trace_context_as_the_w3c_propagator_does(carrier: dict[str, str]) -> None:
+    """The direct reading of the usual `traceparent` gives the propagator's answer, and leaves every
+    other form (case, spaces, versions, zero ids, a tracestate) to the propagator itself."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = tracing.extract(carrier)
+    assert context is not None
+    ours = trace.get_current_span(context).get_span_context()
+    theirs = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
+    assert ours == theirs
+    assert (ours.is_remote, ours.trace_flags, ours.trace_state) == (
+        theirs.is_remote,
+        theirs.trace_flags,
+        theirs.trace_state,
+    )
+
+
+def test_the_resource_hashes_as_the_sdk_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resource is hashed once per process, not once per exported span, to the SDK's value."""
+    from opentelemetry.sdk.resources import Resource
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    assert tracing.configure(tracing.WORKER_SERVICE, {"OTEL_TRACES_EXPORTER": "console"})
+    try:
+        provider = tracing._state.provider
+        assert provider is not None
+        resource = provider.resource
+        plain = Resource(resource.attributes, resource.schema_url)
+        assert resource == plain
+        assert hash(resource) == hash(plain)
+        assert {resource: 1}[plain] == 1  # the encoder's grouping finds it under either
+        assert resource.attributes["service.name"] == tracing.WORKER_SERVICE
+        assert resource.attributes["deployment.environment"] == "test"
+    finally:
+        tracing.shutdown()
+
+
 async def test_the_client_puts_the_enqueue_span_s_context_in_the_envelope(
     fake_redis: ArqRedis, exported: InMemorySpanExporter
 ) -> None:

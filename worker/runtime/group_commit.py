@@ -122,12 +122,16 @@ class CommandGroups:
         if tracer is None:
             return await self._apply(group)
         spans = [waiting.span for waiting in group if waiting.span is not None]
+        # Links only to the jobs whose traces are kept: a link to a span never exported leads nowhere.
+        sampled = [span for span in spans if span.trace_flags.sampled]
         # Its parent is explicit: the writer task runs in the context of whichever job started it.
+        # A group of jobs none of whose traces is sampled is not sampled either.
+        parent = sampled[0] if sampled else spans[0] if spans else None
         with tracing.span(
             tracer,
             "group commit",
-            parent=spans[0] if spans else None,
-            links=spans[1:],
+            parent=parent,
+            links=sampled[1:],
             attributes={"group.size": len(group)},
         ):
             return await self._apply(group)
