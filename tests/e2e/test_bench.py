@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import run
+from bench import run, tracing_parts
+from worker import tracing
 
 pytestmark = pytest.mark.slow
 
@@ -33,3 +34,16 @@ async def test_the_bench_runs_end_to_end_and_reports_every_row() -> None:
     ):
         assert row in text
     assert "| 1 thread |" in text
+
+
+def test_the_tracing_parts_are_each_measured() -> None:
+    parts = dict(tracing_parts.measure(jobs=50, rounds=1))
+    assert list(parts) == [
+        "read the traceparent (tracing.extract)",
+        "an empty span: start, make current, end, queue",
+        "the job span as the worker makes it",
+        "OTLP encoding of the empty span",
+        "OTLP encoding of the job span",
+    ]
+    assert all(micros > 0 for micros in parts.values())
+    assert tracing.tracer() is None  # the process's tracing is left as it was found

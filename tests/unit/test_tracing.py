@@ -204,19 +204,24 @@ def test_the_resource_hashes_as_the_sdk_s_own(monkeypatch: pytest.MonkeyPatch) -
     from opentelemetry.sdk.resources import Resource
 
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
-    assert tracing.configure(tracing.WORKER_SERVICE, {"OTEL_TRACES_EXPORTER": "console"})
-    try:
-        provider = tracing._state.provider
-        assert provider is not None
-        resource = provider.resource
-        plain = Resource(resource.attributes, resource.schema_url)
-        assert resource == plain
-        assert hash(resource) == hash(plain)
-        assert {resource: 1}[plain] == 1  # the encoder's grouping finds it under either
-        assert resource.attributes["service.name"] == tracing.WORKER_SERVICE
-        assert resource.attributes["deployment.environment"] == "test"
-    finally:
-        tracing.shutdown()
+    resource = tracing.process_resource(tracing.WORKER_SERVICE)
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource == plain
+    assert hash(resource) == hash(plain)
+    assert {resource: 1}[plain] == 1  # the encoder's grouping finds it under either
+    assert resource.attributes["service.name"] == tracing.WORKER_SERVICE
+    assert resource.attributes["deployment.environment"] == "test"
+    computed = []
+    sdk_hash = Resource.__hash__
+
+    def counted(self: Resource) -> int:
+        computed.append(self)
+        return sdk_hash(self)
+
+    monkeypatch.setattr(Resource, "__hash__", counted)
+    fresh = tracing.process_resource(tracing.WORKER_SERVICE)
+    assert hash(fresh) == hash(fresh) == hash(plain)
+    assert len(computed) == 2  # once for `fresh`, once for `plain`
 
 
 async def test_the_client_puts_the_enqueue_span_s_context_in_the_envelope(
