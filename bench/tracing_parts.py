@@ -78,7 +78,9 @@ def measure(jobs: int, rounds: int) -> list[tuple[str, float]]:
             with tracing.span(tracer, "process provision_user", kind="consumer"):
                 pass
 
-    def job_span() -> None:
+    unsampled = [{"traceparent": carrier["traceparent"][:-2] + "00"} for carrier in carriers]
+
+    def job_span(carriers: Sequence[dict[str, str]] = carriers) -> None:
         for carrier in carriers:
             with tracing.span(
                 tracer,
@@ -107,6 +109,9 @@ def measure(jobs: int, rounds: int) -> list[tuple[str, float]]:
         job = kept.spans[-jobs:]
         parts.append(("OTLP encoding of the empty span", _per_job(encode(empty), jobs, rounds)))
         parts.append(("OTLP encoding of the job span", _per_job(encode(job), jobs, rounds)))
+        parts.append(
+            ("the job span, its trace not sampled", _per_job(lambda: job_span(unsampled), jobs, rounds))
+        )
     finally:
         tracing.uninstall()
         provider.shutdown()
