@@ -60,8 +60,10 @@ class Claim:
         lives `lifetime_ms`."""
         if self._registered is None or self._registered[0] is not pool:
             self._registered = (pool, pool.register_script(self.script))
+        if hashing_room is None:
+            hashing_room = room
         ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in job_ids]
-        ids, held_back = self._held_back(ids, room if hashing_room is None else hashing_room)
+        ids, held_back = self._held_back(ids, hashing_room)
         if not ids:
             self._waiting_to_hash = held_back
             return []
@@ -75,7 +77,7 @@ class Claim:
                 job_key_prefix,
                 LARGE_JOB_BYTES,
                 large_room,
-                room if hashing_room is None else hashing_room,
+                hashing_room,
                 *ids,
             ],
         )

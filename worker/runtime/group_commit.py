@@ -14,8 +14,8 @@ statements and commits for PostgreSQL and less per-statement work for the worker
 written at once, so light traffic sees no delay.
 
 Traced, a group's write is one span (`group commit`), whose SQL spans are its children: the child of
-the first job's span in the group, linked to the spans of the others, since one transaction serves
-them all and a span has one parent.
+the first sampled job's span in the group, linked to the spans of the other sampled ones, since one
+transaction serves them all and a span has one parent.
 """
 
 from __future__ import annotations

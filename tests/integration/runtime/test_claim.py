@@ -93,35 +93,26 @@ async def test_the_claim_takes_sealed_password_jobs_only_up_to_their_room_and_ch
     for job_id, body in bodies.items():
         await redis.set(f"arq:job:{job_id}", body, px=60_000)
 
-    claimed = await Claim()(
-        redis,
-        queue=queue,
-        job_ids=list(bodies),
-        now_ms=NOW,
-        lifetime_ms=15_000,
-        room=10,
-        large_room=2,
-        hashing_room=1,
-    )
+    async def claim(hashing_room: int) -> list[ClaimedJob]:
+        return await Claim()(
+            redis,
+            queue=queue,
+            job_ids=list(bodies),
+            now_ms=NOW,
+            lifetime_ms=15_000,
+            room=10,
+            large_room=2,
+            hashing_room=hashing_room,
+        )
 
-    assert claimed == [
+    assert await claim(hashing_room=1) == [
         ClaimedJob(sealed1, NOW - 10, large=False, hashing=True),
         ClaimedJob(null, NOW - 8, large=False, hashing=False),
         ClaimedJob(cheap, NOW - 6, large=False, hashing=False),
     ]
     assert await redis.exists(f"arq:in-progress:{sealed2}", f"arq:in-progress:{spaced}") == 0
 
-    more = await Claim()(
-        redis,
-        queue=queue,
-        job_ids=list(bodies),
-        now_ms=NOW,
-        lifetime_ms=15_000,
-        room=10,
-        large_room=2,
-        hashing_room=5,
-    )
-    assert more == [
+    assert await claim(hashing_room=5) == [
         ClaimedJob(sealed2, NOW - 9, large=False, hashing=True),
         ClaimedJob(spaced, NOW - 7, large=False, hashing=True),
     ]
